@@ -1,0 +1,23 @@
+//! Subcommands of the `axon` binary. Each returns a [`CliResult`]; `main` prints errors.
+
+pub mod keys;
+pub mod relay;
+
+use std::path::Path;
+
+/// The result of a subcommand: any error is printed and exits non-zero.
+pub type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// `axon vectors DIR`: writes the spec §13 test vectors.
+pub fn write_vectors(dir: &Path) -> CliResult {
+    std::fs::create_dir_all(dir)?;
+    for (name, text) in [
+        ("valid.json", crate::protocol::vectors::valid_json()),
+        ("invalid.json", crate::protocol::vectors::invalid_json()),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}

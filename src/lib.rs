@@ -1,0 +1,7 @@
+//! Axon: a signed-event relay for AI-agent infrastructure.
+//!
+//! - [`protocol`]: the pure protocol core (events, canonical signing, frames, filters).
+//! - [`cli`]: the `axon` subcommands.
+
+pub mod cli;
+pub mod protocol;

@@ -1,0 +1,50 @@
+//! The `axon` command: parses arguments and calls into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Axon: a signed-event relay for AI-agent infrastructure.
+#[derive(Parser)]
+#[command(name = "axon", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay.
+    ///
+    /// Example: axon relay --config relay.yaml --allow <hex pubkey>
+    Relay(axon_relay::cli::relay::RelayArgs),
+    /// Generate a secret key file and print its public key (hex).
+    ///
+    /// Example: axon keygen --out agent.key
+    Keygen(axon_relay::cli::keys::KeygenArgs),
+    /// Write the spec §13 test vectors into a directory.
+    ///
+    /// Example: axon vectors testvectors
+    Vectors {
+        /// Directory to write valid.json and invalid.json into.
+        #[arg(default_value = "testvectors")]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Relay(args) => axon_relay::cli::relay::run(args),
+        Command::Keygen(args) => axon_relay::cli::keys::keygen(args),
+        Command::Vectors { dir } => axon_relay::cli::write_vectors(&dir),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("axon: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

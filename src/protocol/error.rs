@@ -1,0 +1,110 @@
+//! Protocol error codes (spec §8) and the error type that carries them.
+
+use std::fmt;
+
+/// A numeric error code a relay sends in ERROR frames (spec §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// 400: the frame or event is malformed or breaks a rule.
+    Invalid,
+    /// 401: not authenticated, or a bad AUTH signature.
+    AuthRequired,
+    /// 403: authenticated but not allowed.
+    Restricted,
+    /// 409: duplicate event, or an admin change that conflicts with relay.yaml.
+    Duplicate,
+    /// 410: the event's `expires_at` is already past.
+    Expired,
+    /// 413: content or frame too large.
+    TooLarge,
+    /// 429: rate limited.
+    RateLimited,
+    /// 500: storage failure (nothing partially stored).
+    Internal,
+    /// 503: overloaded, shutting down, or subscription overflow.
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The numeric code carried on the wire.
+    pub fn as_u16(self) -> u16 {
+        match self {
+            ErrorCode::Invalid => 400,
+            ErrorCode::AuthRequired => 401,
+            ErrorCode::Restricted => 403,
+            ErrorCode::Duplicate => 409,
+            ErrorCode::Expired => 410,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::Internal => 500,
+            ErrorCode::Unavailable => 503,
+        }
+    }
+
+    /// Maps a wire code back to a known code, if it is one.
+    pub fn from_u16(code: u16) -> Option<ErrorCode> {
+        Some(match code {
+            400 => ErrorCode::Invalid,
+            401 => ErrorCode::AuthRequired,
+            403 => ErrorCode::Restricted,
+            409 => ErrorCode::Duplicate,
+            410 => ErrorCode::Expired,
+            413 => ErrorCode::TooLarge,
+            429 => ErrorCode::RateLimited,
+            500 => ErrorCode::Internal,
+            503 => ErrorCode::Unavailable,
+            _ => return None,
+        })
+    }
+
+    /// The short lowercase word an ERROR message starts with (spec §6).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            ErrorCode::Invalid => "invalid",
+            ErrorCode::AuthRequired => "auth-required",
+            ErrorCode::Restricted => "restricted",
+            ErrorCode::Duplicate => "duplicate",
+            ErrorCode::Expired => "expired",
+            ErrorCode::TooLarge => "too-large",
+            ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::Internal => "error",
+            ErrorCode::Unavailable => "error",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.as_u16())
+    }
+}
+
+/// A protocol rule was broken; carries the code to answer with and a human reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {reason}", code.prefix())]
+pub struct ProtocolError {
+    /// What a program should act on.
+    pub code: ErrorCode,
+    /// Human text, without the prefix word.
+    pub reason: String,
+}
+
+impl ProtocolError {
+    /// Builds an error with the given code and reason.
+    pub fn new(code: ErrorCode, reason: impl Into<String>) -> Self {
+        ProtocolError {
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    /// A 400 `invalid:` error.
+    pub fn invalid(reason: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Invalid, reason)
+    }
+
+    /// The full ERROR message text: `prefix: reason`.
+    pub fn message(&self) -> String {
+        self.to_string()
+    }
+}

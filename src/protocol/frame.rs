@@ -1,0 +1,555 @@
+//! Wire frames (spec §6): `[type: uint, payload: map]`, one per binary WebSocket message.
+//!
+//! Payload maps are lenient (unknown keys are skipped); Event, Tag and Filter maps inside
+//! them are strict. Events travel as [`RawEvent`]: the exact bytes received, so the relay
+//! can store and forward them without re-encoding.
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::error::ProtocolError;
+use super::event::{Event, EventId, PublicKey};
+use super::filter::Filter;
+use super::limits::{Limits, MAX_SUB_ID_BYTES};
+use super::msgpack::{Reader, SeenKeys};
+
+/// Frame type numbers (spec §6).
+pub mod frame_type {
+    /// Client → relay: authenticate.
+    pub const AUTH: u8 = 1;
+    /// Client → relay: open or replace a subscription.
+    pub const SUBSCRIBE: u8 = 2;
+    /// Client → relay: close a subscription.
+    pub const UNSUBSCRIBE: u8 = 3;
+    /// Client → relay: publish an event.
+    pub const PUBLISH: u8 = 4;
+    /// Relay → client: the auth nonce.
+    pub const CHALLENGE: u8 = 10;
+    /// Relay → client: an event for a subscription.
+    pub const EVENT: u8 = 11;
+    /// Relay → client: end of stored events.
+    pub const EOSE: u8 = 12;
+    /// Relay → client: success.
+    pub const OK: u8 = 13;
+    /// Relay → client: failure.
+    pub const ERROR: u8 = 14;
+}
+
+/// The MessagePack bytes of one Event map, exactly as received or encoded.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RawEvent(pub Bytes);
+
+impl RawEvent {
+    /// Encodes an event canonically.
+    pub fn encode(event: &Event) -> RawEvent {
+        RawEvent(Bytes::from(event.encode()))
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Decodes the event strictly (spec §2).
+    pub fn decode(&self) -> Result<Event, ProtocolError> {
+        Event::decode(&self.0)
+    }
+
+    /// The `id` field if it can be found, even when the rest of the event is malformed,
+    /// so an ERROR can name the event it rejects.
+    pub fn best_effort_id(&self) -> Option<EventId> {
+        let mut reader = Reader::new(&self.0);
+        let entries = reader.read_map_len("event").ok()?;
+        for _ in 0..entries {
+            let key = reader.read_str("key").ok()?;
+            if key == "id" {
+                return reader.read_bin_fixed::<32>("id").ok();
+            }
+            reader.skip_value().ok()?;
+        }
+        None
+    }
+}
+
+/// AUTH payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Auth {
+    /// The key authenticating.
+    pub pubkey: PublicKey,
+    /// Ed25519 signature over SHA-256(nonce || relay_url).
+    pub sig: [u8; 64],
+}
+
+/// SUBSCRIBE payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscribe {
+    /// 1..=64 bytes, chosen by the client.
+    pub sub_id: String,
+    /// Any of these may match.
+    pub filters: Vec<Filter>,
+    /// Replay mode: every match with `seq > after_seq`, oldest first.
+    pub after_seq: Option<u64>,
+}
+
+impl Subscribe {
+    /// Checks the configurable bounds of spec §9.1 (400 on any breach).
+    pub fn check_bounds(&self, limits: &Limits) -> Result<(), ProtocolError> {
+        if self.filters.is_empty() {
+            return Err(ProtocolError::invalid("a subscription needs at least one filter"));
+        }
+        if self.filters.len() > limits.max_filters {
+            return Err(ProtocolError::invalid(format!(
+                "{} filters, the limit is {}",
+                self.filters.len(),
+                limits.max_filters
+            )));
+        }
+        self.filters.iter().try_for_each(|filter| filter.check_bounds(limits))
+    }
+}
+
+/// A relay → client EVENT: an event delivered to a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventMessage {
+    /// The subscription it is for.
+    pub sub_id: String,
+    /// The event's bytes as stored.
+    pub event: RawEvent,
+    /// The event's seq (0 for ephemeral events).
+    pub seq: u64,
+}
+
+/// OK payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OkMessage {
+    /// The event id, or the authenticated pubkey after AUTH.
+    #[serde(with = "serde_bytes")]
+    pub id: [u8; 32],
+    /// The stored event's seq; absent for AUTH and ephemeral events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+/// ERROR payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorMessage {
+    /// What programs act on (spec §8).
+    pub code: u16,
+    /// `word: human text`.
+    pub message: String,
+    /// The event this error answers, when known.
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_bin32")]
+    pub id: Option<[u8; 32]>,
+    /// The subscription this error ends, when any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_id: Option<String>,
+    /// The resume point of an overflow (spec §9.4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+impl ErrorMessage {
+    /// An ERROR for a protocol error, optionally naming an event.
+    pub fn from_error(error: &ProtocolError, id: Option<EventId>) -> Self {
+        ErrorMessage {
+            code: error.code.as_u16(),
+            message: error.message(),
+            id,
+            sub_id: None,
+            seq: None,
+        }
+    }
+}
+
+mod opt_bin32 {
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(value: &Option<[u8; 32]>, serializer: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(bytes) => serializer.serialize_bytes(bytes),
+            None => serializer.serialize_none(),
+        }
+    }
+}
+
+/// Every message of spec §6.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// 1: client authenticates.
+    Auth(Auth),
+    /// 2: client subscribes.
+    Subscribe(Subscribe),
+    /// 3: client unsubscribes `sub_id`.
+    Unsubscribe {
+        /// The subscription to close.
+        sub_id: String,
+    },
+    /// 4: client publishes an event.
+    Publish {
+        /// The event, as sent.
+        event: RawEvent,
+    },
+    /// 10: relay's auth nonce.
+    Challenge {
+        /// 32 fresh random bytes.
+        nonce: [u8; 32],
+    },
+    /// 11: an event for a subscription.
+    Event(EventMessage),
+    /// 12: end of stored events for `sub_id`.
+    Eose {
+        /// The subscription.
+        sub_id: String,
+    },
+    /// 13: success.
+    Ok(OkMessage),
+    /// 14: failure.
+    Error(ErrorMessage),
+}
+
+#[derive(Serialize)]
+struct SubscribePayload<'a> {
+    sub_id: &'a str,
+    filters: &'a [Filter],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after_seq: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct AuthPayload<'a> {
+    #[serde(with = "serde_bytes")]
+    pubkey: &'a [u8; 32],
+    #[serde(with = "serde_bytes")]
+    sig: &'a [u8; 64],
+}
+
+#[derive(Serialize)]
+struct SubIdPayload<'a> {
+    sub_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct ChallengePayload<'a> {
+    #[serde(with = "serde_bytes")]
+    nonce: &'a [u8; 32],
+}
+
+impl Frame {
+    /// The frame's type number.
+    pub fn frame_type(&self) -> u8 {
+        match self {
+            Frame::Auth(_) => frame_type::AUTH,
+            Frame::Subscribe(_) => frame_type::SUBSCRIBE,
+            Frame::Unsubscribe { .. } => frame_type::UNSUBSCRIBE,
+            Frame::Publish { .. } => frame_type::PUBLISH,
+            Frame::Challenge { .. } => frame_type::CHALLENGE,
+            Frame::Event(_) => frame_type::EVENT,
+            Frame::Eose { .. } => frame_type::EOSE,
+            Frame::Ok(_) => frame_type::OK,
+            Frame::Error(_) => frame_type::ERROR,
+        }
+    }
+
+    /// Encodes the frame (payload keys in the order of spec §6, shortest integers).
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Frame::Publish { event } => encode_publish_frame(event.as_bytes()),
+            Frame::Event(message) => encode_event_frame(&message.sub_id, message.seq, message.event.as_bytes()),
+            Frame::Auth(auth) => encode_with_payload(
+                self.frame_type(),
+                &AuthPayload {
+                    pubkey: &auth.pubkey,
+                    sig: &auth.sig,
+                },
+            ),
+            Frame::Subscribe(subscribe) => encode_with_payload(
+                self.frame_type(),
+                &SubscribePayload {
+                    sub_id: &subscribe.sub_id,
+                    filters: &subscribe.filters,
+                    after_seq: subscribe.after_seq,
+                },
+            ),
+            Frame::Unsubscribe { sub_id } | Frame::Eose { sub_id } => {
+                encode_with_payload(self.frame_type(), &SubIdPayload { sub_id })
+            }
+            Frame::Challenge { nonce } => encode_with_payload(self.frame_type(), &ChallengePayload { nonce }),
+            Frame::Ok(ok) => encode_with_payload(self.frame_type(), ok),
+            Frame::Error(error) => encode_with_payload(self.frame_type(), error),
+        }
+    }
+
+    /// Decodes one frame from a binary message. Never panics; any failure is a 400.
+    ///
+    /// Raw events are slices of `message`, not copies.
+    pub fn decode(message: &Bytes) -> Result<Frame, ProtocolError> {
+        let mut reader = Reader::new(message);
+        let len = reader.read_array_len("frame")?;
+        if len != 2 {
+            return Err(ProtocolError::invalid(format!(
+                "frame must be an array of 2 elements, got {len}"
+            )));
+        }
+        let frame_type = reader.read_uint("frame type")?;
+        let frame = match u8::try_from(frame_type).unwrap_or(u8::MAX) {
+            frame_type::AUTH => read_auth(&mut reader)?,
+            frame_type::SUBSCRIBE => read_subscribe(&mut reader)?,
+            frame_type::UNSUBSCRIBE => Frame::Unsubscribe {
+                sub_id: read_sub_id_payload(&mut reader)?,
+            },
+            frame_type::PUBLISH => read_publish(&mut reader, message)?,
+            frame_type::CHALLENGE => read_challenge(&mut reader)?,
+            frame_type::EVENT => read_event_message(&mut reader, message)?,
+            frame_type::EOSE => Frame::Eose {
+                sub_id: read_sub_id_payload(&mut reader)?,
+            },
+            frame_type::OK => read_ok(&mut reader)?,
+            frame_type::ERROR => read_error(&mut reader)?,
+            _ => return Err(ProtocolError::invalid(format!("unknown frame type {frame_type}"))),
+        };
+        reader.expect_end()?;
+        Ok(frame)
+    }
+
+    /// Decodes from a plain slice (copies it first).
+    pub fn decode_slice(message: &[u8]) -> Result<Frame, ProtocolError> {
+        Self::decode(&Bytes::copy_from_slice(message))
+    }
+}
+
+fn write_header(out: &mut Vec<u8>, frame_type: u8) {
+    // Writes into a Vec never fail.
+    let _ = rmp::encode::write_array_len(out, 2);
+    let _ = rmp::encode::write_uint(out, frame_type as u64);
+}
+
+fn encode_with_payload<T: Serialize>(frame_type: u8, payload: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    write_header(&mut out, frame_type);
+    if let Err(error) = rmp_serde::encode::write_named(&mut out, payload) {
+        unreachable!("encoding a frame payload into a Vec failed: {error}");
+    }
+    out
+}
+
+/// Builds `[4, {"event": <raw>}]` around an already-encoded event.
+pub fn encode_publish_frame(raw_event: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + raw_event.len());
+    write_header(&mut out, frame_type::PUBLISH);
+    let _ = rmp::encode::write_map_len(&mut out, 1);
+    let _ = rmp::encode::write_str(&mut out, "event");
+    out.extend_from_slice(raw_event);
+    out
+}
+
+/// Builds `[11, {"sub_id": s, "event": <raw>, "seq": n}]` around an already-encoded event.
+pub fn encode_event_frame(sub_id: &str, seq: u64, raw_event: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + sub_id.len() + raw_event.len());
+    write_header(&mut out, frame_type::EVENT);
+    let _ = rmp::encode::write_map_len(&mut out, 3);
+    let _ = rmp::encode::write_str(&mut out, "sub_id");
+    let _ = rmp::encode::write_str(&mut out, sub_id);
+    let _ = rmp::encode::write_str(&mut out, "event");
+    out.extend_from_slice(raw_event);
+    let _ = rmp::encode::write_str(&mut out, "seq");
+    let _ = rmp::encode::write_uint(&mut out, seq);
+    out
+}
+
+/// Walks a lenient payload map: calls `field` for each key; `field` returns false for
+/// unknown keys, whose values are then skipped. Known keys may appear once.
+fn read_payload<'a>(
+    reader: &mut Reader<'a>,
+    known: &[&str],
+    mut field: impl FnMut(&mut Reader<'a>, usize) -> Result<(), ProtocolError>,
+) -> Result<SeenKeys, ProtocolError> {
+    let entries = reader.read_map_len("payload")?;
+    let mut seen = SeenKeys::new();
+    for _ in 0..entries {
+        let key = reader.read_str("payload key")?;
+        match known.iter().position(|candidate| *candidate == key) {
+            Some(index) => {
+                seen.mark(index as u32, key)?;
+                field(reader, index)?;
+            }
+            None => {
+                reader.skip_value()?;
+            }
+        }
+    }
+    Ok(seen)
+}
+
+fn missing(key: &str) -> ProtocolError {
+    ProtocolError::invalid(format!("payload is missing {key:?}"))
+}
+
+fn required<T>(value: Option<T>, key: &str) -> Result<T, ProtocolError> {
+    value.ok_or_else(|| missing(key))
+}
+
+/// Reads an optional uint where `nil` also means absent.
+fn read_optional_uint(reader: &mut Reader<'_>, what: &str) -> Result<Option<u64>, ProtocolError> {
+    if reader.next_is_nil() {
+        reader.skip_value()?;
+        return Ok(None);
+    }
+    reader.read_uint(what).map(Some)
+}
+
+fn read_sub_id(reader: &mut Reader<'_>) -> Result<String, ProtocolError> {
+    let sub_id = reader.read_str("sub_id")?;
+    if sub_id.is_empty() || sub_id.len() > MAX_SUB_ID_BYTES {
+        return Err(ProtocolError::invalid(format!(
+            "sub_id must be 1..={MAX_SUB_ID_BYTES} bytes"
+        )));
+    }
+    Ok(sub_id.to_owned())
+}
+
+fn read_auth(reader: &mut Reader<'_>) -> Result<Frame, ProtocolError> {
+    let (mut pubkey, mut sig) = (None, None);
+    read_payload(reader, &["pubkey", "sig"], |reader, index| {
+        match index {
+            0 => pubkey = Some(reader.read_bin_fixed("pubkey")?),
+            _ => sig = Some(reader.read_bin_fixed("sig")?),
+        }
+        Ok(())
+    })?;
+    Ok(Frame::Auth(Auth {
+        pubkey: required(pubkey, "pubkey")?,
+        sig: required(sig, "sig")?,
+    }))
+}
+
+fn read_subscribe(reader: &mut Reader<'_>) -> Result<Frame, ProtocolError> {
+    let (mut sub_id, mut filters, mut after_seq) = (None, None, None);
+    read_payload(reader, &["sub_id", "filters", "after_seq"], |reader, index| {
+        match index {
+            0 => sub_id = Some(read_sub_id(reader)?),
+            1 => {
+                let count = reader.read_array_len("filters")?;
+                let mut list = Vec::with_capacity(count.min(16));
+                for _ in 0..count {
+                    list.push(Filter::read(reader)?);
+                }
+                filters = Some(list);
+            }
+            _ => after_seq = read_optional_uint(reader, "after_seq")?,
+        }
+        Ok(())
+    })?;
+    Ok(Frame::Subscribe(Subscribe {
+        sub_id: required(sub_id, "sub_id")?,
+        filters: required(filters, "filters")?,
+        after_seq,
+    }))
+}
+
+fn read_sub_id_payload(reader: &mut Reader<'_>) -> Result<String, ProtocolError> {
+    let mut sub_id = None;
+    read_payload(reader, &["sub_id"], |reader, _| {
+        sub_id = Some(read_sub_id(reader)?);
+        Ok(())
+    })?;
+    required(sub_id, "sub_id")
+}
+
+/// Slices the raw bytes of the value at `reader` out of `message` without copying.
+///
+/// `reader` walks `message` from its first byte, so its positions index `message`.
+fn read_raw_event(reader: &mut Reader<'_>, message: &Bytes) -> Result<RawEvent, ProtocolError> {
+    let start = reader.position();
+    let len = reader.skip_value()?.len();
+    Ok(RawEvent(message.slice(start..start + len)))
+}
+
+fn read_publish(reader: &mut Reader<'_>, message: &Bytes) -> Result<Frame, ProtocolError> {
+    let mut event = None;
+    read_payload(reader, &["event"], |reader, _| {
+        event = Some(read_raw_event(reader, message)?);
+        Ok(())
+    })?;
+    Ok(Frame::Publish {
+        event: required(event, "event")?,
+    })
+}
+
+fn read_challenge(reader: &mut Reader<'_>) -> Result<Frame, ProtocolError> {
+    let mut nonce = None;
+    read_payload(reader, &["nonce"], |reader, _| {
+        nonce = Some(reader.read_bin_fixed("nonce")?);
+        Ok(())
+    })?;
+    Ok(Frame::Challenge {
+        nonce: required(nonce, "nonce")?,
+    })
+}
+
+fn read_event_message(reader: &mut Reader<'_>, message: &Bytes) -> Result<Frame, ProtocolError> {
+    let (mut sub_id, mut event, mut seq) = (None, None, None);
+    read_payload(reader, &["sub_id", "event", "seq"], |reader, index| {
+        match index {
+            0 => sub_id = Some(read_sub_id(reader)?),
+            1 => event = Some(read_raw_event(reader, message)?),
+            _ => seq = Some(reader.read_uint("seq")?),
+        }
+        Ok(())
+    })?;
+    Ok(Frame::Event(EventMessage {
+        sub_id: required(sub_id, "sub_id")?,
+        event: required(event, "event")?,
+        seq: required(seq, "seq")?,
+    }))
+}
+
+fn read_ok(reader: &mut Reader<'_>) -> Result<Frame, ProtocolError> {
+    let (mut id, mut seq) = (None, None);
+    read_payload(reader, &["id", "seq"], |reader, index| {
+        match index {
+            0 => id = Some(reader.read_bin_fixed("id")?),
+            _ => seq = read_optional_uint(reader, "seq")?,
+        }
+        Ok(())
+    })?;
+    Ok(Frame::Ok(OkMessage {
+        id: required(id, "id")?,
+        seq,
+    }))
+}
+
+fn read_error(reader: &mut Reader<'_>) -> Result<Frame, ProtocolError> {
+    let mut error = ErrorMessage {
+        code: 0,
+        message: String::new(),
+        id: None,
+        sub_id: None,
+        seq: None,
+    };
+    let seen = read_payload(reader, &["code", "message", "id", "sub_id", "seq"], |reader, index| {
+        match index {
+            0 => {
+                let code = reader.read_uint("code")?;
+                error.code = u16::try_from(code).map_err(|_| ProtocolError::invalid("error code out of range"))?;
+            }
+            1 => error.message = reader.read_str("message")?.to_owned(),
+            2 if reader.next_is_nil() => {
+                reader.skip_value()?;
+            }
+            2 => error.id = Some(reader.read_bin_fixed("id")?),
+            3 if reader.next_is_nil() => {
+                reader.skip_value()?;
+            }
+            3 => error.sub_id = Some(reader.read_str("sub_id")?.to_owned()),
+            _ => error.seq = read_optional_uint(reader, "seq")?,
+        }
+        Ok(())
+    })?;
+    if !seen.has(0) {
+        return Err(missing("code"));
+    }
+    if !seen.has(1) {
+        return Err(missing("message"));
+    }
+    Ok(Frame::Error(error))
+}
