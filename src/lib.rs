@@ -4,4 +4,6 @@
 //! - [`cli`]: the `axon` subcommands.
 
 pub mod cli;
+pub mod client;
 pub mod protocol;
+pub mod relay;

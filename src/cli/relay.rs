@@ -1,14 +1,101 @@
-//! `axon relay`: placeholder until the relay lands.
+//! `axon relay`: runs the relay until SIGINT/SIGTERM, then drains and exits 0.
+
+use std::path::PathBuf;
 
 use clap::Args;
 
 use super::CliResult;
+use crate::relay::config::RelayConfig;
 
 /// Arguments of `axon relay`.
 #[derive(Args)]
-pub struct RelayArgs {}
+pub struct RelayArgs {
+    /// relay.yaml to read (spec §10).
+    #[arg(long, default_value = "relay.yaml")]
+    pub config: PathBuf,
+    /// Also allow this hex pubkey (repeatable; added to relay.yaml's allowlist).
+    #[arg(long = "allow", value_name = "PUBKEY", env = "AXON_ALLOW", value_delimiter = ',')]
+    pub allow: Vec<String>,
+    /// Also make this hex pubkey an admin (repeatable).
+    #[arg(long = "admin", value_name = "PUBKEY", env = "AXON_ADMIN", value_delimiter = ',')]
+    pub admin: Vec<String>,
+    /// Override the listen address.
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// Override the relay URL bound into AUTH signatures.
+    #[arg(long)]
+    pub relay_url: Option<String>,
+    /// Override the SQLite file.
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+}
+
+/// Loads the config and applies the command-line overrides.
+pub fn load_config(args: &RelayArgs) -> Result<RelayConfig, Box<dyn std::error::Error + Send + Sync>> {
+    let mut config = RelayConfig::load(&args.config)?;
+    config.allowlist.extend(args.allow.iter().cloned());
+    config.admins.extend(args.admin.iter().cloned());
+    if let Some(addr) = &args.addr {
+        config.addr = addr.clone();
+    }
+    if let Some(relay_url) = &args.relay_url {
+        config.relay_url = relay_url.clone();
+    }
+    if let Some(db) = &args.db {
+        config.db = db.clone();
+    }
+    config.validate()?;
+    Ok(config)
+}
 
 /// Runs the relay.
-pub fn run(_args: RelayArgs) -> CliResult {
-    Err("the relay is not built yet".into())
+pub fn run(args: RelayArgs) -> CliResult {
+    init_logging();
+    let config = load_config(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        if config.admins.is_empty() && config.allowlist.is_empty() {
+            tracing::warn!(
+                "no admins and an empty allowlist: nobody can connect (see README: axon keygen, then --allow)"
+            );
+        }
+        let relay_url = config.relay_url.clone();
+        let db = config.db.clone();
+        let handle = crate::relay::start(config).await?;
+        tracing::info!(addr = %handle.local_addr, %relay_url, db = %db.display(), "relay listening");
+        println!("listening on {}", handle.local_addr);
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        handle.shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
 }

@@ -1,0 +1,351 @@
+//! An async Axon client: connect + AUTH, publish (awaiting OK), subscribe (a stream of
+//! events with an EOSE marker), unsubscribe. Used by the CLI, the tests and the benchmark.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use ed25519_dalek::{Signer, SigningKey};
+use futures_util::stream::SplitStream;
+use futures_util::{SinkExt, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::protocol::frame::{Auth, ErrorMessage, EventMessage, Subscribe};
+use crate::protocol::{Event, EventId, Filter, Frame, PublicKey, RawEvent};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What can go wrong talking to a relay.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The WebSocket could not be opened.
+    #[error("cannot connect to {url}: {reason}")]
+    Connect {
+        /// Where.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The relay answered with an ERROR (AUTH refused, publish rejected, ...).
+    #[error("relay error {code}: {message}")]
+    Rejected {
+        /// The error code (spec §8).
+        code: u16,
+        /// The relay's message.
+        message: String,
+    },
+    /// The connection closed before an answer arrived.
+    #[error("connection closed")]
+    Closed,
+    /// The relay sent something that is not valid Axon.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The relay's error code, if this is a rejection.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            ClientError::Rejected { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl From<ErrorMessage> for ClientError {
+    fn from(error: ErrorMessage) -> Self {
+        ClientError::Rejected {
+            code: error.code,
+            message: error.message,
+        }
+    }
+}
+
+/// One item of a subscription's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubItem {
+    /// A matching event.
+    Event {
+        /// Decoded.
+        event: Box<Event>,
+        /// As sent by the relay.
+        raw: RawEvent,
+        /// Its seq (0 for ephemeral).
+        seq: u64,
+    },
+    /// End of stored events.
+    Eose,
+    /// The relay ended the subscription (e.g. 503 overflow with a resume `seq`).
+    Ended(ErrorMessage),
+}
+
+type PublishReply = oneshot::Sender<Result<Option<u64>, ClientError>>;
+
+#[derive(Default)]
+struct Routes {
+    publishes: HashMap<EventId, PublishReply>,
+    subscriptions: HashMap<String, mpsc::UnboundedSender<SubItem>>,
+}
+
+/// A connected, authenticated client.
+pub struct Client {
+    pubkey: PublicKey,
+    sender: mpsc::Sender<Message>,
+    routes: Arc<Mutex<Routes>>,
+    errors: tokio::sync::Mutex<mpsc::UnboundedReceiver<ErrorMessage>>,
+}
+
+/// A live subscription's stream of items.
+pub struct Subscription {
+    /// The id it was opened with.
+    pub sub_id: String,
+    items: mpsc::UnboundedReceiver<SubItem>,
+}
+
+impl Subscription {
+    /// The next item; `None` once the connection is gone.
+    pub async fn next(&mut self) -> Option<SubItem> {
+        self.items.recv().await
+    }
+
+    /// Collects events until EOSE; fails if the subscription ends first.
+    pub async fn stored(&mut self) -> Result<Vec<(Event, u64)>, ClientError> {
+        let mut events = Vec::new();
+        loop {
+            match self.next().await {
+                Some(SubItem::Event { event, seq, .. }) => events.push((*event, seq)),
+                Some(SubItem::Eose) => return Ok(events),
+                Some(SubItem::Ended(error)) => return Err(error.into()),
+                None => return Err(ClientError::Closed),
+            }
+        }
+    }
+}
+
+fn lock(routes: &Mutex<Routes>) -> MutexGuard<'_, Routes> {
+    match routes.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// The AUTH signature (spec §7): Ed25519 over SHA-256(nonce || relay_url).
+pub fn auth_frame(key: &SigningKey, nonce: &[u8; 32], relay_url: &str) -> Frame {
+    let digest: [u8; 32] = Sha256::new()
+        .chain_update(nonce)
+        .chain_update(relay_url.as_bytes())
+        .finalize()
+        .into();
+    Frame::Auth(Auth {
+        pubkey: key.verifying_key().to_bytes(),
+        sig: key.sign(&digest).to_bytes(),
+    })
+}
+
+async fn next_frame(reader: &mut SplitStream<Socket>) -> Result<Frame, ClientError> {
+    loop {
+        match reader.next().await {
+            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Err(ClientError::Closed),
+            Some(Ok(Message::Binary(bytes))) => {
+                return Frame::decode(&Bytes::from(bytes)).map_err(|error| ClientError::Protocol(error.to_string()));
+            }
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+impl Client {
+    /// Connects to `url` and authenticates with `key`, signing `relay_url` (the string
+    /// the relay is configured with; usually the same as `url`).
+    pub async fn connect(url: &str, relay_url: &str, key: &SigningKey) -> Result<Client, ClientError> {
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|error| ClientError::Connect {
+                url: url.into(),
+                reason: error.to_string(),
+            })?;
+        let (mut sink, mut reader) = socket.split();
+        let nonce = match next_frame(&mut reader).await? {
+            Frame::Challenge { nonce } => nonce,
+            other => {
+                return Err(ClientError::Protocol(format!(
+                    "expected CHALLENGE, got frame type {}",
+                    other.frame_type()
+                )))
+            }
+        };
+        sink.send(Message::Binary(auth_frame(key, &nonce, relay_url).encode()))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        match next_frame(&mut reader).await? {
+            Frame::Ok(_) => {}
+            Frame::Error(error) => return Err(error.into()),
+            other => {
+                return Err(ClientError::Protocol(format!(
+                    "expected OK, got frame type {}",
+                    other.frame_type()
+                )))
+            }
+        }
+        let (sender, mut outgoing) = mpsc::channel::<Message>(1024);
+        tokio::spawn(async move {
+            while let Some(message) = outgoing.recv().await {
+                let flush = outgoing.is_empty();
+                let sent = if flush {
+                    sink.send(message).await
+                } else {
+                    sink.feed(message).await
+                };
+                if sent.is_err() {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        });
+        let routes = Arc::new(Mutex::new(Routes::default()));
+        let (error_sender, errors) = mpsc::unbounded_channel();
+        tokio::spawn(read_loop(reader, routes.clone(), error_sender));
+        Ok(Client {
+            pubkey: key.verifying_key().to_bytes(),
+            sender,
+            routes,
+            errors: tokio::sync::Mutex::new(errors),
+        })
+    }
+
+    /// The authenticated key.
+    pub fn pubkey(&self) -> PublicKey {
+        self.pubkey
+    }
+
+    async fn send(&self, frame: &Frame) -> Result<(), ClientError> {
+        self.sender
+            .send(Message::Binary(frame.encode()))
+            .await
+            .map_err(|_| ClientError::Closed)
+    }
+
+    /// Publishes and waits for the answer: `Ok(Some(seq))` for a stored event,
+    /// `Ok(None)` for an ephemeral one.
+    pub async fn publish(&self, event: &Event) -> Result<Option<u64>, ClientError> {
+        self.publish_raw(event.id, RawEvent::encode(event)).await
+    }
+
+    /// Publishes already-encoded event bytes; `id` routes the answer.
+    pub async fn publish_raw(&self, id: EventId, raw: RawEvent) -> Result<Option<u64>, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        lock(&self.routes).publishes.insert(id, reply);
+        self.send(&Frame::Publish { event: raw }).await?;
+        answer.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Opens (or replaces) subscription `sub_id`.
+    pub async fn subscribe(
+        &self,
+        sub_id: &str,
+        filters: Vec<Filter>,
+        after_seq: Option<u64>,
+    ) -> Result<Subscription, ClientError> {
+        let (sender, items) = mpsc::unbounded_channel();
+        lock(&self.routes).subscriptions.insert(sub_id.to_owned(), sender);
+        self.send(&Frame::Subscribe(Subscribe {
+            sub_id: sub_id.to_owned(),
+            filters,
+            after_seq,
+        }))
+        .await?;
+        Ok(Subscription {
+            sub_id: sub_id.to_owned(),
+            items,
+        })
+    }
+
+    /// Closes subscription `sub_id`.
+    pub async fn unsubscribe(&self, sub_id: &str) -> Result<(), ClientError> {
+        lock(&self.routes).subscriptions.remove(sub_id);
+        self.send(&Frame::Unsubscribe {
+            sub_id: sub_id.to_owned(),
+        })
+        .await
+    }
+
+    /// Sends a raw binary message (for tools and tests that speak the protocol directly).
+    pub async fn send_raw(&self, bytes: Vec<u8>) -> Result<(), ClientError> {
+        self.sender
+            .send(Message::Binary(bytes))
+            .await
+            .map_err(|_| ClientError::Closed)
+    }
+
+    /// The next ERROR that named no event and no subscription; `None` once closed.
+    pub async fn next_error(&self) -> Option<ErrorMessage> {
+        self.errors.lock().await.recv().await
+    }
+}
+
+async fn read_loop(
+    mut reader: SplitStream<Socket>,
+    routes: Arc<Mutex<Routes>>,
+    errors: mpsc::UnboundedSender<ErrorMessage>,
+) {
+    while let Ok(frame) = next_frame(&mut reader).await {
+        match frame {
+            Frame::Event(EventMessage { sub_id, event, seq }) => {
+                let item = match event.decode() {
+                    Ok(decoded) => SubItem::Event {
+                        event: Box::new(decoded),
+                        raw: event,
+                        seq,
+                    },
+                    Err(error) => SubItem::Ended(ErrorMessage {
+                        code: 0,
+                        message: format!("relay sent an undecodable event: {error}"),
+                        id: None,
+                        sub_id: Some(sub_id.clone()),
+                        seq: None,
+                    }),
+                };
+                if let Some(sender) = lock(&routes).subscriptions.get(&sub_id) {
+                    let _ = sender.send(item);
+                }
+            }
+            Frame::Eose { sub_id } => {
+                if let Some(sender) = lock(&routes).subscriptions.get(&sub_id) {
+                    let _ = sender.send(SubItem::Eose);
+                }
+            }
+            Frame::Ok(ok) => {
+                if let Some(reply) = lock(&routes).publishes.remove(&ok.id) {
+                    let _ = reply.send(Ok(ok.seq));
+                }
+            }
+            Frame::Error(error) => route_error(&routes, &errors, error),
+            _ => {}
+        }
+    }
+    // Dropping the routes fails every waiter with Closed.
+    let mut routes = lock(&routes);
+    routes.publishes.clear();
+    routes.subscriptions.clear();
+}
+
+fn route_error(routes: &Mutex<Routes>, errors: &mpsc::UnboundedSender<ErrorMessage>, error: ErrorMessage) {
+    let mut routes = lock(routes);
+    if let Some(reply) = error.id.and_then(|id| routes.publishes.remove(&id)) {
+        let _ = reply.send(Err(error.into()));
+        return;
+    }
+    if let Some(sender) = error
+        .sub_id
+        .as_ref()
+        .and_then(|sub_id| routes.subscriptions.remove(sub_id))
+    {
+        let _ = sender.send(SubItem::Ended(error));
+        return;
+    }
+    let _ = errors.send(error);
+}

@@ -1,0 +1,467 @@
+//! One connection's life: CHALLENGE → AUTH → requests → close (spec §6–§9).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesUnordered, SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use super::fanout::ConnId;
+use super::http::Rewind;
+use super::ingest::{admit, Admitted, Rejection};
+use super::outbound::{OutFrame, Outbound};
+use super::store::{StoreError, Viewer};
+use super::{unix_now, RelayState};
+use crate::protocol::event::verify_strict;
+use crate::protocol::frame::{encode_event_frame, Auth, ErrorMessage, OkMessage, Subscribe};
+use crate::protocol::{ErrorCode, Frame, ProtocolError, PublicKey, RawEvent};
+
+type Socket = WebSocketStream<Rewind>;
+type Reader = SplitStream<Socket>;
+
+/// Close codes used by the relay.
+mod close {
+    /// Policy violation: auth failures, revoked keys, keep-alive timeout.
+    pub const POLICY: u16 = 1008;
+    /// Going away: shutdown.
+    pub const GOING_AWAY: u16 = 1001;
+    /// Message too big.
+    pub const TOO_BIG: u16 = 1009;
+    /// Try again later: the relay is at its connection cap.
+    pub const TRY_LATER: u16 = 1013;
+}
+
+/// Events fetched per replay page.
+const REPLAY_PAGE: usize = 1000;
+
+fn error_frame(error: &ProtocolError, id: Option<[u8; 32]>) -> OutFrame {
+    OutFrame::Binary(Frame::Error(ErrorMessage::from_error(error, id)).encode())
+}
+
+fn sub_error_frame(error: &ProtocolError, sub_id: &str) -> OutFrame {
+    let mut message = ErrorMessage::from_error(error, None);
+    message.sub_id = Some(sub_id.to_owned());
+    OutFrame::Binary(Frame::Error(message).encode())
+}
+
+fn ok_frame(id: [u8; 32], seq: Option<u64>) -> OutFrame {
+    OutFrame::Binary(Frame::Ok(OkMessage { id, seq }).encode())
+}
+
+/// Serves one WebSocket connection until it closes.
+pub async fn serve(socket: Socket, state: Arc<RelayState>, peer: SocketAddr) {
+    let config = state.config();
+    let conn = state.next_conn_id();
+    let outbound = Arc::new(Outbound::new(config.limits.outbound_queue));
+    let (sink, mut reader) = socket.split();
+    let writer = tokio::spawn(write_loop(sink, outbound.clone()));
+    match state
+        .connections
+        .register(conn, outbound.clone(), config.limits.max_connections)
+    {
+        Some(kick) => {
+            if let Some(pubkey) = authenticate(&mut reader, &state, &outbound).await {
+                state.connections.authenticated(conn, pubkey);
+                let viewer = Viewer {
+                    pubkey,
+                    is_admin: state.access.is_admin(&pubkey),
+                };
+                tracing::debug!(%peer, conn, key = %hex::encode(pubkey), "authenticated");
+                let mut session = Session {
+                    conn,
+                    viewer,
+                    state: state.clone(),
+                    outbound: outbound.clone(),
+                    subscriptions: HashSet::new(),
+                };
+                session.run(reader, kick).await;
+                state.fanout.remove_connection(conn);
+            }
+            state.connections.unregister(conn);
+        }
+        None => {
+            let error = ProtocolError::new(ErrorCode::Unavailable, "too many connections");
+            outbound.push_always(error_frame(&error, None));
+            outbound.push_always(OutFrame::Close(close::TRY_LATER, "too many connections".into()));
+        }
+    }
+    outbound.close();
+    let _ = writer.await;
+}
+
+/// Writes queued frames to the socket; stops after a close or when the queue closes.
+async fn write_loop(mut sink: SplitSink<Socket, Message>, outbound: Arc<Outbound>) {
+    while let Some(frame) = outbound.pop().await {
+        let (message, last) = match frame {
+            OutFrame::Binary(bytes) => (Message::Binary(bytes), false),
+            OutFrame::Ping => (Message::Ping(Vec::new()), false),
+            OutFrame::Close(code, reason) => (
+                Message::Close(Some(CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.into(),
+                })),
+                true,
+            ),
+        };
+        let sent = if outbound.is_empty() || last {
+            sink.send(message).await
+        } else {
+            sink.feed(message).await
+        };
+        if sent.is_err() || last {
+            break;
+        }
+    }
+    outbound.close();
+    let _ = sink.close().await;
+}
+
+/// CHALLENGE, then exactly one well-formed AUTH within the timeout (spec §7).
+/// Returns the authenticated key, or `None` after queueing the error and close.
+async fn authenticate(reader: &mut Reader, state: &RelayState, outbound: &Outbound) -> Option<PublicKey> {
+    let config = state.config();
+    let mut nonce = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    outbound.push_always(OutFrame::Binary(Frame::Challenge { nonce }.encode()));
+    let timeout = Duration::from_secs(config.limits.auth_timeout_secs);
+    let outcome = match tokio::time::timeout(timeout, next_auth(reader)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(AuthFailure::Close(close::POLICY, "auth timeout")),
+    };
+    let failure = match outcome {
+        Ok(auth) => match check_auth(&auth, &nonce, &config.relay_url, state) {
+            Ok(()) => {
+                outbound.push_always(ok_frame(auth.pubkey, None));
+                return Some(auth.pubkey);
+            }
+            Err(error) => AuthFailure::Error(error),
+        },
+        Err(failure) => failure,
+    };
+    match failure {
+        AuthFailure::Error(error) => {
+            outbound.push_always(error_frame(&error, None));
+            outbound.push_always(OutFrame::Close(close::POLICY, error.code.prefix().into()));
+        }
+        AuthFailure::Close(code, reason) => outbound.push_always(OutFrame::Close(code, reason.into())),
+        AuthFailure::Gone => {}
+    }
+    None
+}
+
+enum AuthFailure {
+    /// Send this ERROR, then close 1008.
+    Error(ProtocolError),
+    /// Close with this code, no ERROR.
+    Close(u16, &'static str),
+    /// The peer went away.
+    Gone,
+}
+
+fn auth_required(reason: &str) -> AuthFailure {
+    AuthFailure::Error(ProtocolError::new(ErrorCode::AuthRequired, reason))
+}
+
+/// Reads until the first data message, which must be an AUTH frame.
+async fn next_auth(reader: &mut Reader) -> Result<Auth, AuthFailure> {
+    loop {
+        let message = match reader.next().await {
+            None | Some(Ok(Message::Close(_))) => return Err(AuthFailure::Gone),
+            Some(Err(error)) => return Err(read_failure(&error)),
+            Some(Ok(message)) => message,
+        };
+        match message {
+            Message::Binary(bytes) => {
+                return match Frame::decode(&Bytes::from(bytes)) {
+                    Ok(Frame::Auth(auth)) => Ok(auth),
+                    Ok(_) => Err(auth_required("authenticate first: the only acceptable frame is AUTH")),
+                    Err(error) => Err(auth_required(&format!("malformed AUTH: {}", error.reason))),
+                };
+            }
+            Message::Text(_) => {
+                return Err(auth_required(
+                    "text messages are not part of the protocol; authenticate first",
+                ))
+            }
+            _ => continue,
+        }
+    }
+}
+
+fn read_failure(error: &WsError) -> AuthFailure {
+    match error {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+            AuthFailure::Close(close::TOO_BIG, "message too big")
+        }
+        _ => AuthFailure::Gone,
+    }
+}
+
+/// The AUTH signature is over SHA-256(nonce || relay_url); then the key must be allowed.
+fn check_auth(auth: &Auth, nonce: &[u8; 32], relay_url: &str, state: &RelayState) -> Result<(), ProtocolError> {
+    let mut hasher = Sha256::new();
+    hasher.update(nonce);
+    hasher.update(relay_url.as_bytes());
+    let digest: [u8; 32] = hasher.finalize().into();
+    verify_strict(&auth.pubkey, &digest, &auth.sig)
+        .map_err(|()| ProtocolError::new(ErrorCode::AuthRequired, "bad AUTH signature"))?;
+    if !state.access.is_allowed(&auth.pubkey) {
+        return Err(ProtocolError::new(
+            ErrorCode::Restricted,
+            "this key is not on the allowlist",
+        ));
+    }
+    Ok(())
+}
+
+/// An authenticated connection's state.
+struct Session {
+    conn: ConnId,
+    viewer: Viewer,
+    state: Arc<RelayState>,
+    outbound: Arc<Outbound>,
+    subscriptions: HashSet<String>,
+}
+
+/// A publish waiting for its commit; resolves to the reply frame.
+type InFlight = FuturesUnordered<BoxFuture<'static, OutFrame>>;
+
+/// Why the read loop ended.
+enum Ending {
+    /// The peer closed or the socket failed.
+    Gone,
+    /// Already handled (close queued).
+    Closed,
+    /// Shutdown: finish in-flight publishes, then close 1001.
+    Shutdown,
+}
+
+impl Session {
+    async fn run(&mut self, mut reader: Reader, kick: Arc<Notify>) {
+        let config = self.state.config();
+        let period = Duration::from_secs(config.limits.ping_interval_secs);
+        let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let mut unanswered = 0u32;
+        let mut in_flight: InFlight = FuturesUnordered::new();
+        let mut shutdown = self.state.shutdown_signal();
+        let ending = loop {
+            if *shutdown.borrow() {
+                break Ending::Shutdown;
+            }
+            tokio::select! {
+                message = reader.next() => match message {
+                    None | Some(Ok(Message::Close(_))) => break Ending::Gone,
+                    Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
+                        self.outbound.push_always(OutFrame::Close(close::TOO_BIG, "message too big".into()));
+                        break Ending::Closed;
+                    }
+                    Some(Err(_)) => break Ending::Gone,
+                    Some(Ok(Message::Binary(bytes))) => self.handle_frame(Bytes::from(bytes), &mut in_flight).await,
+                    Some(Ok(Message::Text(_))) => {
+                        let error = ProtocolError::invalid("text messages are not part of the protocol; send binary MessagePack");
+                        self.outbound.push(error_frame(&error, None)).await;
+                    }
+                    Some(Ok(Message::Pong(_))) => unanswered = 0,
+                    Some(Ok(_)) => {}
+                },
+                Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.outbound.push(reply).await;
+                }
+                _ = pings.tick() => {
+                    if unanswered >= 2 {
+                        self.outbound.push_always(OutFrame::Close(close::POLICY, "keep-alive: two pings unanswered".into()));
+                        break Ending::Closed;
+                    }
+                    unanswered += 1;
+                    self.outbound.push_always(OutFrame::Ping);
+                }
+                _ = kick.notified() => break Ending::Closed,
+                _ = shutdown.changed() => break Ending::Shutdown,
+            }
+        };
+        if let Ending::Shutdown = ending {
+            while let Some(reply) = in_flight.next().await {
+                self.outbound.push(reply).await;
+            }
+            self.outbound
+                .push_always(OutFrame::Close(close::GOING_AWAY, "relay shutting down".into()));
+        }
+        // On Gone/Closed, in-flight publishes still commit; only their replies are dropped.
+    }
+
+    async fn handle_frame(&mut self, bytes: Bytes, in_flight: &mut InFlight) {
+        let frame = match Frame::decode(&bytes) {
+            Ok(frame) => frame,
+            Err(error) => {
+                self.outbound.push(error_frame(&error, None)).await;
+                return;
+            }
+        };
+        match frame {
+            Frame::Publish { event } => self.publish(event, in_flight).await,
+            Frame::Subscribe(subscribe) => self.subscribe(subscribe).await,
+            Frame::Unsubscribe { sub_id } => {
+                self.state.fanout.unsubscribe(self.conn, &sub_id);
+                self.subscriptions.remove(&sub_id);
+            }
+            Frame::Auth(_) => {
+                self.outbound
+                    .push(error_frame(&ProtocolError::invalid("already authenticated"), None))
+                    .await;
+            }
+            other => {
+                let error = ProtocolError::invalid(format!(
+                    "frame type {} is sent by the relay, not to it",
+                    other.frame_type()
+                ));
+                self.outbound.push(error_frame(&error, None)).await;
+            }
+        }
+    }
+
+    async fn publish(&mut self, raw: RawEvent, in_flight: &mut InFlight) {
+        let config = self.state.config();
+        match admit(raw, &self.state.access, &config.limits, unix_now()) {
+            Err(Rejection { error, id }) => {
+                self.outbound.push(error_frame(&error, id)).await;
+            }
+            Ok(Admitted::Ephemeral(event, raw)) => {
+                self.state.fanout.dispatch_ephemeral(&event, &raw);
+                self.outbound.push(ok_frame(event.id, None)).await;
+            }
+            Ok(Admitted::Store(accepted)) => {
+                let store = self.state.store.clone();
+                in_flight.push(Box::pin(async move {
+                    let id = accepted.event.id;
+                    match store.insert(accepted).await {
+                        Ok(seq) => ok_frame(id, Some(seq)),
+                        Err(error) => error_frame(&store_error(&error), Some(id)),
+                    }
+                }));
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, subscribe: Subscribe) {
+        let config = self.state.config();
+        let limits = &config.limits;
+        if let Err(error) = subscribe.check_bounds(&limits.protocol()) {
+            self.outbound.push(sub_error_frame(&error, &subscribe.sub_id)).await;
+            return;
+        }
+        if !self.subscriptions.contains(&subscribe.sub_id) && self.subscriptions.len() >= limits.max_subscriptions {
+            let error = ProtocolError::invalid(format!(
+                "a connection holds at most {} subscriptions",
+                limits.max_subscriptions
+            ));
+            self.outbound.push(sub_error_frame(&error, &subscribe.sub_id)).await;
+            return;
+        }
+        let Subscribe {
+            sub_id,
+            filters,
+            after_seq,
+        } = subscribe;
+        self.subscriptions.insert(sub_id.clone());
+        let registered = self.state.fanout.subscribe(
+            self.conn,
+            &sub_id,
+            filters.clone(),
+            self.viewer,
+            self.outbound.clone(),
+            after_seq,
+            limits.outbound_queue,
+        );
+        let sent = match after_seq {
+            None => {
+                self.send_newest(&sub_id, filters, registered.snapshot, limits.max_limit)
+                    .await
+            }
+            Some(after) => {
+                self.send_replay(&sub_id, Arc::new(filters), after, registered.snapshot)
+                    .await
+            }
+        };
+        if let Err(error) = sent {
+            self.state.fanout.unsubscribe(self.conn, &sub_id);
+            self.subscriptions.remove(&sub_id);
+            self.outbound.push(sub_error_frame(&store_error(&error), &sub_id)).await;
+            return;
+        }
+        if !self.state.fanout.contains(self.conn, &sub_id) {
+            return; // replaced or overflowed meanwhile
+        }
+        self.outbound
+            .push(OutFrame::Binary(Frame::Eose { sub_id: sub_id.clone() }.encode()))
+            .await;
+        if self.state.fanout.go_live(self.conn, &sub_id).is_err() {
+            self.subscriptions.remove(&sub_id);
+        }
+    }
+
+    async fn send_newest(
+        &self,
+        sub_id: &str,
+        filters: Vec<crate::protocol::Filter>,
+        snapshot: u64,
+        max_limit: u64,
+    ) -> Result<(), StoreError> {
+        let rows = self
+            .state
+            .store
+            .query_newest(filters, self.viewer, snapshot, unix_now(), max_limit)
+            .await?;
+        for row in rows {
+            self.outbound
+                .push(OutFrame::Binary(encode_event_frame(sub_id, row.seq, &row.raw)))
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn send_replay(
+        &self,
+        sub_id: &str,
+        filters: Arc<Vec<crate::protocol::Filter>>,
+        after: u64,
+        snapshot: u64,
+    ) -> Result<(), StoreError> {
+        let mut cursor = after;
+        loop {
+            let rows = self
+                .state
+                .store
+                .query_replay_page(filters.clone(), self.viewer, cursor, snapshot, unix_now(), REPLAY_PAGE)
+                .await?;
+            let Some(last) = rows.last().map(|row| row.seq) else {
+                return Ok(());
+            };
+            for row in &rows {
+                self.outbound
+                    .push(OutFrame::Binary(encode_event_frame(sub_id, row.seq, &row.raw)))
+                    .await;
+            }
+            cursor = last;
+        }
+    }
+}
+
+fn store_error(error: &StoreError) -> ProtocolError {
+    match error {
+        StoreError::Duplicate => ProtocolError::new(ErrorCode::Duplicate, "an event with this id is already stored"),
+        StoreError::Storage(reason) => ProtocolError::new(ErrorCode::Internal, format!("storage failure: {reason}")),
+        StoreError::Closed => ProtocolError::new(ErrorCode::Unavailable, "the relay is shutting down"),
+    }
+}

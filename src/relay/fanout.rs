@@ -1,0 +1,399 @@
+//! Live subscriptions: an index of filters, delivery into bounded per-connection queues,
+//! and overflow with a resume point (spec §9.2–§9.4).
+//!
+//! Exactly once across EOSE: a subscription is registered (under the registry lock) at
+//! the highest seq fanned out so far, its *snapshot*. Stored queries return only events
+//! with seq ≤ snapshot; every later event reaches it through [`Fanout::dispatch_committed`],
+//! which the writer calls after commit, in seq order, under the same lock. Until the
+//! subscription has sent EOSE, live events are held in its pending buffer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+
+use super::outbound::{OutFrame, Outbound};
+use super::store::{Committed, Viewer};
+use crate::protocol::filter::any_matches;
+use crate::protocol::frame::{encode_event_frame, ErrorMessage, Frame};
+use crate::protocol::kind::{is_admin, is_direct_message};
+use crate::protocol::tags::p_keys;
+use crate::protocol::{Event, Filter};
+
+/// Identifies one connection.
+pub type ConnId = u64;
+type SubKey = u64;
+
+/// Where a subscription is in its life.
+enum Phase {
+    /// Sending stored events; live ones wait here until EOSE.
+    Stored {
+        pending: Vec<(u64, Bytes)>,
+        overflowed: bool,
+    },
+    /// Receiving live events directly.
+    Live,
+}
+
+struct Subscription {
+    conn: ConnId,
+    sub_id: Arc<str>,
+    filters: Vec<Filter>,
+    viewer: Viewer,
+    outbound: Arc<Outbound>,
+    phase: Phase,
+    /// §9.4's *start*: `after_seq`, or the snapshot.
+    start: u64,
+    /// Highest seq such that every matching stored event in (start, it] was delivered.
+    delivered_through: u64,
+    /// Most live events held before EOSE.
+    pending_capacity: usize,
+    slots: Vec<Slot>,
+}
+
+/// One entry point into the index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Slot {
+    Tag(String, String),
+    AuthorByte(u8),
+    Kind(u16),
+    IdByte(u8),
+    Everything,
+}
+
+/// Which slots a filter is reachable from: its most selective field, all its values.
+/// A filter with an empty list can match nothing and gets no slot.
+fn slots_for(filter: &Filter) -> Vec<Slot> {
+    if let Some(condition) = filter.tags.as_ref().and_then(|tags| tags.first()) {
+        return condition
+            .values
+            .iter()
+            .map(|value| Slot::Tag(condition.name.clone(), value.clone()))
+            .collect();
+    }
+    if let Some(authors) = &filter.authors {
+        return authors
+            .iter()
+            .filter_map(|prefix| prefix.first())
+            .map(|byte| Slot::AuthorByte(*byte))
+            .collect();
+    }
+    if let Some(kinds) = &filter.kinds {
+        return kinds.iter().map(|kind| Slot::Kind(*kind)).collect();
+    }
+    if let Some(ids) = &filter.ids {
+        return ids
+            .iter()
+            .filter_map(|prefix| prefix.first())
+            .map(|byte| Slot::IdByte(*byte))
+            .collect();
+    }
+    vec![Slot::Everything]
+}
+
+/// The slots an event can be found under.
+fn slots_of(event: &Event) -> impl Iterator<Item = Slot> + '_ {
+    let tags = event.tags.iter().filter_map(|tag| {
+        tag.first_value()
+            .map(|value| Slot::Tag(tag.name.clone(), value.to_owned()))
+    });
+    [
+        Slot::AuthorByte(event.pubkey[0]),
+        Slot::Kind(event.kind),
+        Slot::IdByte(event.id[0]),
+        Slot::Everything,
+    ]
+    .into_iter()
+    .chain(tags)
+}
+
+/// DM and admin visibility (spec §9.3).
+pub fn visible(viewer: &Viewer, event: &Event) -> bool {
+    if is_admin(event.kind) {
+        return viewer.is_admin;
+    }
+    if is_direct_message(event.kind) {
+        return viewer.pubkey == event.pubkey || p_keys(event).any(|key| key == viewer.pubkey);
+    }
+    true
+}
+
+#[derive(Default)]
+struct Registry {
+    subscriptions: HashMap<SubKey, Subscription>,
+    by_name: HashMap<(ConnId, Arc<str>), SubKey>,
+    index: HashMap<Slot, Vec<SubKey>>,
+    next_key: SubKey,
+    /// Highest seq handed to [`Fanout::dispatch_committed`].
+    fanned_through: u64,
+}
+
+/// A subscription just registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Registered {
+    /// Stored queries must stop at this seq.
+    pub snapshot: u64,
+}
+
+/// A subscription ended because its events could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overflowed {
+    /// Resubscribe with `after_seq` = this to miss nothing.
+    pub resume: u64,
+}
+
+/// Every live subscription of the relay.
+#[derive(Default)]
+pub struct Fanout {
+    registry: Mutex<Registry>,
+}
+
+/// The ERROR frame that ends an overflowing subscription.
+pub fn overflow_frame(sub_id: &str, resume: u64) -> OutFrame {
+    OutFrame::Binary(
+        Frame::Error(ErrorMessage {
+            code: 503,
+            message: "overflow: subscription could not keep up; resubscribe with after_seq".into(),
+            id: None,
+            sub_id: Some(sub_id.to_owned()),
+            seq: Some(resume),
+        })
+        .encode(),
+    )
+}
+
+impl Registry {
+    fn remove(&mut self, key: SubKey) -> Option<Subscription> {
+        let subscription = self.subscriptions.remove(&key)?;
+        self.by_name.remove(&(subscription.conn, subscription.sub_id.clone()));
+        for slot in &subscription.slots {
+            if let Some(keys) = self.index.get_mut(slot) {
+                if let Some(position) = keys.iter().position(|candidate| *candidate == key) {
+                    keys.swap_remove(position);
+                }
+                if keys.is_empty() {
+                    self.index.remove(slot);
+                }
+            }
+        }
+        Some(subscription)
+    }
+
+    /// Subscriptions that could match `event`, each once.
+    fn candidates(&self, event: &Event) -> Vec<SubKey> {
+        let mut keys: Vec<SubKey> = slots_of(event)
+            .filter_map(|slot| self.index.get(&slot))
+            .flatten()
+            .copied()
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
+    fn deliver(&mut self, event: &Event, raw: &Bytes, seq: u64) {
+        let mut overflowed = Vec::new();
+        for key in self.candidates(event) {
+            let Some(subscription) = self.subscriptions.get_mut(&key) else {
+                continue;
+            };
+            if !any_matches(&subscription.filters, event) || !visible(&subscription.viewer, event) {
+                continue;
+            }
+            match &mut subscription.phase {
+                Phase::Stored {
+                    pending,
+                    overflowed: full,
+                } => {
+                    if pending.len() >= subscription.pending_capacity {
+                        *full = true;
+                    } else if !*full {
+                        pending.push((seq, raw.clone()));
+                    }
+                }
+                Phase::Live => {
+                    let frame = OutFrame::Binary(encode_event_frame(&subscription.sub_id, seq, raw));
+                    if subscription.outbound.try_push(frame).is_ok() {
+                        subscription.delivered_through = subscription.delivered_through.max(seq);
+                    } else {
+                        overflowed.push((key, resume_point(subscription, seq)));
+                    }
+                }
+            }
+        }
+        for (key, resume) in overflowed {
+            self.end_with_overflow(key, resume);
+        }
+    }
+
+    fn end_with_overflow(&mut self, key: SubKey, resume: u64) {
+        if let Some(subscription) = self.remove(key) {
+            subscription
+                .outbound
+                .push_always(overflow_frame(&subscription.sub_id, resume));
+        }
+    }
+}
+
+/// §9.4's resume point when the event with `seq` (0 = ephemeral) could not be queued.
+fn resume_point(subscription: &Subscription, seq: u64) -> u64 {
+    let through = if seq > 0 {
+        seq - 1
+    } else {
+        subscription.delivered_through
+    };
+    through.max(subscription.start)
+}
+
+/// Queues held events in order; on the first that does not fit, its resume point.
+fn flush_pending(subscription: &mut Subscription, pending: Vec<(u64, Bytes)>) -> Option<u64> {
+    for (seq, raw) in pending {
+        let frame = OutFrame::Binary(encode_event_frame(&subscription.sub_id, seq, &raw));
+        if subscription.outbound.try_push(frame).is_err() {
+            return Some(resume_point(subscription, seq));
+        }
+        subscription.delivered_through = subscription.delivered_through.max(seq);
+    }
+    None
+}
+
+impl Fanout {
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        match self.registry.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Sets the highest committed seq at startup.
+    pub fn set_fanned_through(&self, seq: u64) {
+        self.lock().fanned_through = seq;
+    }
+
+    /// Registers (or replaces) a subscription in its stored phase.
+    #[allow(clippy::too_many_arguments)]
+    pub fn subscribe(
+        &self,
+        conn: ConnId,
+        sub_id: &str,
+        filters: Vec<Filter>,
+        viewer: Viewer,
+        outbound: Arc<Outbound>,
+        after_seq: Option<u64>,
+        pending_capacity: usize,
+    ) -> Registered {
+        let mut registry = self.lock();
+        let sub_id: Arc<str> = Arc::from(sub_id);
+        if let Some(old) = registry.by_name.get(&(conn, sub_id.clone())).copied() {
+            registry.remove(old);
+        }
+        let snapshot = registry.fanned_through;
+        let start = after_seq.unwrap_or(snapshot);
+        let key = registry.next_key;
+        registry.next_key += 1;
+        let mut slots: Vec<Slot> = filters.iter().flat_map(slots_for).collect();
+        slots.sort();
+        slots.dedup();
+        for slot in &slots {
+            registry.index.entry(slot.clone()).or_default().push(key);
+        }
+        registry.by_name.insert((conn, sub_id.clone()), key);
+        registry.subscriptions.insert(
+            key,
+            Subscription {
+                conn,
+                sub_id,
+                filters,
+                viewer,
+                outbound,
+                phase: Phase::Stored {
+                    pending: Vec::new(),
+                    overflowed: false,
+                },
+                start,
+                delivered_through: start.max(snapshot),
+                pending_capacity,
+                slots,
+            },
+        );
+        Registered { snapshot }
+    }
+
+    /// After EOSE: flushes the held live events and switches to live delivery.
+    /// Returns the overflow if the subscription ended instead (its ERROR is queued).
+    pub fn go_live(&self, conn: ConnId, sub_id: &str) -> Result<(), Overflowed> {
+        let mut registry = self.lock();
+        let Some(key) = registry.by_name.get(&(conn, Arc::from(sub_id))).copied() else {
+            return Ok(());
+        };
+        let Some(subscription) = registry.subscriptions.get_mut(&key) else {
+            return Ok(());
+        };
+        let Phase::Stored { pending, overflowed } = std::mem::replace(&mut subscription.phase, Phase::Live) else {
+            return Ok(());
+        };
+        let resume = if overflowed {
+            Some(subscription.delivered_through)
+        } else {
+            flush_pending(subscription, pending)
+        };
+        match resume {
+            None => Ok(()),
+            Some(resume) => {
+                registry.end_with_overflow(key, resume);
+                Err(Overflowed { resume })
+            }
+        }
+    }
+
+    /// Removes one subscription; unknown names are a no-op.
+    pub fn unsubscribe(&self, conn: ConnId, sub_id: &str) {
+        let mut registry = self.lock();
+        if let Some(key) = registry.by_name.get(&(conn, Arc::from(sub_id))).copied() {
+            registry.remove(key);
+        }
+    }
+
+    /// True if the subscription is registered.
+    pub fn contains(&self, conn: ConnId, sub_id: &str) -> bool {
+        self.lock().by_name.contains_key(&(conn, Arc::from(sub_id)))
+    }
+
+    /// Removes every subscription of a connection.
+    pub fn remove_connection(&self, conn: ConnId) {
+        let mut registry = self.lock();
+        let keys: Vec<SubKey> = registry
+            .subscriptions
+            .iter()
+            .filter(|(_, sub)| sub.conn == conn)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in keys {
+            registry.remove(key);
+        }
+    }
+
+    /// Delivers committed events, in seq order (called by the writer after commit).
+    pub fn dispatch_committed(&self, events: &[Committed]) {
+        let mut registry = self.lock();
+        for committed in events {
+            registry.deliver(&committed.accepted.event, &committed.accepted.raw, committed.seq);
+            registry.fanned_through = registry.fanned_through.max(committed.seq);
+        }
+    }
+
+    /// Delivers an ephemeral event (seq 0) to live subscriptions.
+    pub fn dispatch_ephemeral(&self, event: &Event, raw: &Bytes) {
+        self.lock().deliver(event, raw, 0);
+    }
+
+    /// Number of live subscriptions.
+    pub fn len(&self) -> usize {
+        self.lock().subscriptions.len()
+    }
+
+    /// True if there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,219 @@
+//! Plain HTTP on the relay's port (spec §11): `/health`, the info document, and the
+//! request-head reading that decides between HTTP and a WebSocket upgrade.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::config::RelayConfig;
+use crate::protocol::kind::KIND_RANGES;
+
+/// The largest request head accepted.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// A parsed request head.
+#[derive(Debug)]
+pub struct RequestHead {
+    /// e.g. `GET`.
+    pub method: String,
+    /// e.g. `/health`.
+    pub path: String,
+    /// Header names lowercased.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RequestHead {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// True for a WebSocket upgrade request.
+    pub fn is_websocket(&self) -> bool {
+        self.header("upgrade")
+            .is_some_and(|value| value.eq_ignore_ascii_case("websocket"))
+    }
+}
+
+/// Reads a request head; returns it and every byte read (to replay to the WebSocket
+/// handshake). `None` if the peer sent something that is not an HTTP request head.
+pub async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<(RequestHead, Bytes)>> {
+    let mut buffer = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            return Ok(None);
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+        if let Some(end) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
+            let head = parse_head(&buffer[..end]);
+            return Ok(head.map(|head| (head, Bytes::from(buffer))));
+        }
+        if buffer.len() > MAX_HEAD_BYTES {
+            return Ok(None);
+        }
+    }
+}
+
+fn parse_head(bytes: &[u8]) -> Option<RequestHead> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut lines = text.split("\r\n");
+    let mut request = lines.next()?.split(' ');
+    let method = request.next()?.to_owned();
+    let path = request.next()?.to_owned();
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    Some(RequestHead { method, path, headers })
+}
+
+/// The info document (spec §11).
+pub fn info_document(config: &RelayConfig) -> serde_json::Value {
+    let kinds: Vec<_> = KIND_RANGES
+        .iter()
+        .map(|range| json!({"first": range.first, "last": range.last, "meaning": range.meaning, "behaviour": range.behaviour}))
+        .collect();
+    let limits = &config.limits;
+    json!({
+        "name": "axon",
+        "description": "Axon signed-event relay for AI-agent infrastructure",
+        "software": "axon-relay",
+        "version": env!("CARGO_PKG_VERSION"),
+        "protocol": "axon.v1",
+        "relay_url": config.relay_url,
+        "auth": "allowlist",
+        "limits": {
+            "max_frame_bytes": limits.max_frame_bytes,
+            "max_content_bytes": limits.max_content_bytes,
+            "max_tags": limits.max_tags,
+            "max_tag_values": limits.max_tag_values,
+            "max_tag_value_bytes": limits.max_tag_value_bytes,
+            "max_subscriptions": limits.max_subscriptions,
+            "max_filters": limits.max_filters,
+            "max_filter_items": limits.max_filter_items,
+            "max_limit": limits.max_limit,
+            "auth_timeout_secs": limits.auth_timeout_secs,
+            "ping_interval_secs": limits.ping_interval_secs,
+            "max_future_skew_secs": limits.max_future_skew_secs,
+            "outbound_queue": limits.outbound_queue,
+            "publish_per_second": limits.publish_per_second,
+            "publish_burst": limits.publish_burst,
+            "max_connections": limits.max_connections,
+            "max_connections_per_ip": limits.max_connections_per_ip,
+            "drain_timeout_secs": limits.drain_timeout_secs,
+        },
+        "kinds": kinds,
+    })
+}
+
+/// A response to a plain HTTP request.
+pub struct Response {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+}
+
+/// Routes a non-WebSocket request.
+pub fn route(head: &RequestHead, config: &RelayConfig, serving: bool) -> Response {
+    let text = |status, body: &str| Response {
+        status,
+        content_type: "text/plain; charset=utf-8",
+        body: body.to_owned(),
+    };
+    if head.method != "GET" {
+        return text(405, "method not allowed\n");
+    }
+    let wants_json = head
+        .header("accept")
+        .is_some_and(|accept| accept.contains("application/json"));
+    match head.path.split('?').next().unwrap_or_default() {
+        "/health" if serving => text(200, "ok"),
+        "/health" => text(503, "unavailable"),
+        "/info" => json_response(config),
+        "/" if wants_json => json_response(config),
+        "/" => text(
+            200,
+            "Axon relay (axon.v1). Connect with a WebSocket; GET /info for details.\n",
+        ),
+        _ => text(404, "not found\n"),
+    }
+}
+
+fn json_response(config: &RelayConfig) -> Response {
+    Response {
+        status: 200,
+        content_type: "application/json",
+        body: info_document(config).to_string(),
+    }
+}
+
+/// Writes a response and closes the connection.
+pub async fn respond(stream: &mut TcpStream, response: Response) -> std::io::Result<()> {
+    let reason = match response.status {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    };
+    let head = format!(
+        "HTTP/1.1 {} {reason}\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        response.status,
+        response.content_type,
+        response.body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(response.body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// A TCP stream that first replays bytes already read (the request head).
+pub struct Rewind {
+    prefix: Bytes,
+    inner: TcpStream,
+}
+
+impl Rewind {
+    /// Replays `prefix`, then reads from `inner`.
+    pub fn new(prefix: Bytes, inner: TcpStream) -> Rewind {
+        Rewind { prefix, inner }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let count = self.prefix.len().min(buffer.remaining());
+            buffer.put_slice(&self.prefix[..count]);
+            self.prefix.advance(count);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(context, buffer)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(mut self: Pin<&mut Self>, context: &mut Context<'_>, bytes: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(context, bytes)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(context)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(context)
+    }
+}

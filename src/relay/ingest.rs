@@ -1,0 +1,79 @@
+//! The publish pipeline (spec §8), one step per rule, in spec order. Storage (duplicate
+//! check, commit) and fan-out follow in the connection and the writer.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::access::Access;
+use super::config::LimitsConfig;
+use super::store::Accepted;
+use crate::protocol::kind::{is_admin, is_ephemeral};
+use crate::protocol::tags::expires_at;
+use crate::protocol::{ErrorCode, Event, EventId, ProtocolError, RawEvent};
+
+/// A refused publish: the error and the event id when it could be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Why.
+    pub error: ProtocolError,
+    /// Which event.
+    pub id: Option<EventId>,
+}
+
+/// What to do with an event that passed every check before storage.
+#[derive(Debug)]
+pub enum Admitted {
+    /// Fan out and acknowledge without a seq.
+    Ephemeral(Event, Bytes),
+    /// Store, then fan out and acknowledge with the seq.
+    Store(Arc<Accepted>),
+}
+
+/// Runs every rule before storage: validation (§3) → author allowed → kind rules →
+/// expires_at → created_at skew → admin event content.
+pub fn admit(raw: RawEvent, access: &Access, limits: &LimitsConfig, now: u64) -> Result<Admitted, Rejection> {
+    let event = raw.decode().map_err(|error| Rejection {
+        error,
+        id: raw.best_effort_id(),
+    })?;
+    let id = Some(event.id);
+    let reject = |error| Rejection { error, id };
+    event.validate(&limits.protocol()).map_err(reject)?;
+    if !access.is_allowed(&event.pubkey) {
+        return Err(reject(ProtocolError::new(
+            ErrorCode::Restricted,
+            "the event's author is not on the allowlist",
+        )));
+    }
+    if is_admin(event.kind) && !access.is_admin(&event.pubkey) {
+        return Err(reject(ProtocolError::new(
+            ErrorCode::Restricted,
+            "admin kinds must be authored by an admin",
+        )));
+    }
+    let expiry = expires_at(&event).map_err(reject)?;
+    if expiry.is_some_and(|time| time <= now) {
+        return Err(reject(ProtocolError::new(
+            ErrorCode::Expired,
+            "expires_at is already past",
+        )));
+    }
+    if event.created_at > now.saturating_add(limits.max_future_skew_secs) {
+        return Err(reject(ProtocolError::invalid(format!(
+            "created_at is more than {} s in the future",
+            limits.max_future_skew_secs
+        ))));
+    }
+    if is_admin(event.kind) {
+        access.check_admin_event(&event).map_err(reject)?;
+    }
+    if is_ephemeral(event.kind) {
+        return Ok(Admitted::Ephemeral(event, raw.0));
+    }
+    Ok(Admitted::Store(Arc::new(Accepted {
+        event,
+        raw: raw.0,
+        expires_at: expiry,
+    })))
+}

@@ -1,0 +1,199 @@
+//! The relay server: sockets, storage, fan-out (spec §6–§11).
+
+pub mod access;
+pub mod config;
+pub mod connection;
+pub mod connections;
+pub mod fanout;
+pub mod http;
+pub mod ingest;
+pub mod outbound;
+pub mod server;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+
+use access::Access;
+use config::{ConfigError, RelayConfig};
+use connections::Connections;
+use fanout::Fanout;
+use store::{CommitHook, Committed, Store, StoreError};
+
+use crate::protocol::kind::is_admin;
+use crate::protocol::Event;
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The database could not be opened or migrated.
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Everything the connections share.
+pub struct RelayState {
+    config: RwLock<Arc<RelayConfig>>,
+    /// Admins and allowlist.
+    pub access: Arc<Access>,
+    /// The database.
+    pub store: Store,
+    /// Live subscriptions.
+    pub fanout: Arc<Fanout>,
+    /// Open connections.
+    pub connections: Arc<Connections>,
+    serving: AtomicBool,
+    next_conn: AtomicU64,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl RelayState {
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<RelayConfig> {
+        match self.config.read() {
+            Ok(config) => config.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// A fresh connection id.
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// True while accepting and serving (false while starting or draining).
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Relaxed)
+    }
+
+    /// A receiver that turns true when shutdown begins.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Current unix time in seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or(0)
+}
+
+/// Runs after each commit on the writer thread: admin changes, revokes, fan-out.
+struct RelayHook {
+    access: Arc<Access>,
+    fanout: Arc<Fanout>,
+    connections: Arc<Connections>,
+}
+
+impl CommitHook for RelayHook {
+    fn committed(&mut self, events: &[Committed]) {
+        for committed in events
+            .iter()
+            .filter(|committed| is_admin(committed.accepted.event.kind))
+        {
+            apply_admin_event(&self.access, &self.connections, &committed.accepted.event);
+        }
+        self.fanout.dispatch_committed(events);
+    }
+}
+
+/// Applies an ALLOW/REVOKE (already checked at admission) and closes revoked keys.
+fn apply_admin_event(access: &Access, connections: &Connections, event: &Event) {
+    match access.check_admin_event(event) {
+        Ok(change) => connections.kick(&access.apply(&change)),
+        Err(error) => tracing::warn!(id = %hex::encode(event.id), %error, "admin event skipped"),
+    }
+}
+
+/// A running relay.
+pub struct RelayHandle {
+    /// The bound address (useful with port 0).
+    pub local_addr: SocketAddr,
+    /// Shared state, for tests and tools.
+    pub state: Arc<RelayState>,
+    shutdown: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl RelayHandle {
+    /// Begins a graceful shutdown and waits for it to finish (bounded by the drain timeout).
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.server.await;
+    }
+}
+
+/// Opens the database, replays the admin log, binds, and starts serving.
+pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
+    config.validate()?;
+    let access = Arc::new(Access::new(config.admin_keys()?, config.allowlist_keys()?));
+    let fanout = Arc::new(Fanout::default());
+    let connections = Arc::new(Connections::default());
+    let hook = RelayHook {
+        access: access.clone(),
+        fanout: fanout.clone(),
+        connections: connections.clone(),
+    };
+    let store = Store::open(&config.db, Box::new(hook))?;
+    replay_admin_log(&store, &access)?;
+    fanout.set_fanned_through(store.last_seq()?);
+    let addr = config.addr.clone();
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|source| RelayError::Bind { addr, source })?;
+    let local_addr = listener.local_addr().map_err(|source| RelayError::Bind {
+        addr: config.addr.clone(),
+        source,
+    })?;
+    let (shutdown, shutdown_receiver) = watch::channel(false);
+    let state = Arc::new(RelayState {
+        config: RwLock::new(Arc::new(config)),
+        access,
+        store,
+        fanout,
+        connections,
+        serving: AtomicBool::new(true),
+        next_conn: AtomicU64::new(1),
+        shutdown: shutdown_receiver,
+    });
+    let server = tokio::spawn(server::run(listener, state.clone()));
+    Ok(RelayHandle {
+        local_addr,
+        state,
+        shutdown,
+        server,
+    })
+}
+
+/// Re-applies every stored ALLOW/REVOKE in seq order.
+fn replay_admin_log(store: &Store, access: &Access) -> Result<(), StoreError> {
+    for row in store.admin_log()? {
+        match Event::decode(&row.raw) {
+            Ok(event) => match access.check_admin_event(&event) {
+                Ok(change) => {
+                    access.apply(&change);
+                }
+                Err(error) => tracing::warn!(seq = row.seq, %error, "stored admin event no longer applies; skipped"),
+            },
+            Err(error) => tracing::error!(seq = row.seq, %error, "stored admin event does not decode"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! The accept loop: HTTP or WebSocket per connection, the expiry pruner, and graceful
+//! shutdown (stop accepting, let connections finish, bounded by the drain timeout).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use super::http::{read_head, respond, route, Rewind};
+use super::{connection, unix_now, RelayState};
+
+/// The WebSocket subprotocol a client may offer; the relay echoes it.
+pub const SUBPROTOCOL: &str = "axon.v1";
+/// How often expired events are deleted.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Serves until shutdown, then drains.
+pub async fn run(listener: TcpListener, state: Arc<RelayState>) {
+    let mut shutdown = state.shutdown_signal();
+    let mut tasks = JoinSet::new();
+    let pruner = tokio::spawn(prune_expired(state.clone()));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tasks.spawn(handle(stream, peer, state.clone()));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    state.serving.store(false, Ordering::Relaxed);
+    drop(listener);
+    pruner.abort();
+    let drain = Duration::from_secs(state.config().limits.drain_timeout_secs);
+    tracing::info!(connections = tasks.len(), "draining");
+    if tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        tracing::warn!(left = tasks.len(), "drain timeout; closing the remaining connections");
+        tasks.abort_all();
+    }
+}
+
+async fn handle(mut stream: TcpStream, peer: SocketAddr, state: Arc<RelayState>) {
+    let config = state.config();
+    let _ = stream.set_nodelay(true);
+    let head_timeout = Duration::from_secs(config.limits.auth_timeout_secs);
+    let Ok(Ok(Some((head, bytes)))) = tokio::time::timeout(head_timeout, read_head(&mut stream)).await else {
+        return;
+    };
+    if !head.is_websocket() {
+        let _ = respond(&mut stream, route(&head, &config, state.is_serving())).await;
+        return;
+    }
+    let mut ws_config = WebSocketConfig::default();
+    ws_config.max_message_size = Some(config.limits.max_frame_bytes);
+    ws_config.max_frame_size = Some(config.limits.max_frame_bytes);
+    let echo_subprotocol = |request: &Request, mut response: Response| {
+        let offered = request
+            .headers()
+            .get_all("sec-websocket-protocol")
+            .iter()
+            .filter_map(|value| value.to_str().ok());
+        if offered
+            .flat_map(|value| value.split(','))
+            .any(|protocol| protocol.trim() == SUBPROTOCOL)
+        {
+            response
+                .headers_mut()
+                .insert("sec-websocket-protocol", HeaderValue::from_static(SUBPROTOCOL));
+        }
+        Ok(response)
+    };
+    match tokio_tungstenite::accept_hdr_async_with_config(Rewind::new(bytes, stream), echo_subprotocol, Some(ws_config))
+        .await
+    {
+        Ok(socket) => connection::serve(socket, state, peer).await,
+        Err(error) => tracing::debug!(%peer, %error, "WebSocket handshake failed"),
+    }
+}
+
+async fn prune_expired(state: Arc<RelayState>) {
+    let mut interval = tokio::time::interval(PRUNE_INTERVAL);
+    loop {
+        interval.tick().await;
+        match state.store.delete_expired(unix_now()).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "deleted expired events"),
+            Err(error) => tracing::warn!(%error, "expiry pruning failed"),
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! SQLite storage: one writer thread that commits in groups, and a pool of readers.
+
+mod query;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::protocol::{Event, Filter};
+
+pub use query::Viewer;
+pub use writer::CommitHook;
+
+/// Events the writer takes per transaction at most.
+pub const MAX_BATCH: usize = 1024;
+/// Capacity of the writer's queue: publishers wait (backpressure) when it is full.
+const WRITE_QUEUE: usize = 8192;
+
+/// Why storage could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// An event with this id is already stored.
+    #[error("an event with this id is already stored")]
+    Duplicate,
+    /// SQLite failed; nothing of the batch was stored.
+    #[error("storage failure: {0}")]
+    Storage(String),
+    /// The writer has stopped (shutting down).
+    #[error("storage is shutting down")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        StoreError::Storage(error.to_string())
+    }
+}
+
+/// An event that passed every check and is ready to be stored and fanned out.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The decoded event.
+    pub event: Event,
+    /// Its bytes as received; stored and served back unchanged.
+    pub raw: Bytes,
+    /// From the `expires_at` tag.
+    pub expires_at: Option<u64>,
+}
+
+/// A committed event with its seq.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// Relay-assigned, strictly increasing in commit order.
+    pub seq: u64,
+    /// The event.
+    pub accepted: Arc<Accepted>,
+}
+
+/// A stored event as returned by a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRow {
+    /// Its seq.
+    pub seq: u64,
+    /// Its bytes as received.
+    pub raw: Bytes,
+}
+
+enum WriteRequest {
+    Insert {
+        accepted: Arc<Accepted>,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    DeleteExpired {
+        now: u64,
+        reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
+}
+
+/// Handle to the database: cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    path: PathBuf,
+    writes: mpsc::Sender<WriteRequest>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let connection = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    schema::configure(&connection)?;
+    Ok(connection)
+}
+
+impl Store {
+    /// Opens (creating and migrating) the database and starts the writer thread.
+    /// `hook` runs on the writer thread after each commit, in seq order, before any OK.
+    pub fn open(path: &Path, hook: Box<dyn CommitHook>) -> Result<Store, StoreError> {
+        let mut connection = open_connection(path)?;
+        schema::migrate(&mut connection)?;
+        let (writes, receiver) = mpsc::channel(WRITE_QUEUE);
+        writer::spawn(connection, receiver, hook)?;
+        Ok(Store {
+            path: path.to_path_buf(),
+            writes,
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    /// The highest seq ever assigned (0 for an empty log).
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        self.read(|connection| query::last_seq(connection))
+    }
+
+    /// Stores an event; resolves once it is committed (Ok(seq)) or refused.
+    pub async fn insert(&self, accepted: Arc<Accepted>) -> Result<u64, StoreError> {
+        let (reply, receiver) = oneshot::channel();
+        self.writes
+            .send(WriteRequest::Insert { accepted, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        receiver.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Deletes events whose `expires_at` is ≤ `now`; returns how many.
+    pub async fn delete_expired(&self, now: u64) -> Result<usize, StoreError> {
+        let (reply, receiver) = oneshot::channel();
+        self.writes
+            .send(WriteRequest::DeleteExpired { now, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        receiver.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `work` on a pooled read connection (blocking: call from a blocking thread).
+    pub fn read<T>(&self, work: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let pooled = self
+            .readers
+            .lock()
+            .map_err(|_| StoreError::Storage("reader pool poisoned".into()))?
+            .pop();
+        let connection = match pooled {
+            Some(connection) => connection,
+            None => open_connection(&self.path)?,
+        };
+        let result = work(&connection);
+        if let Ok(mut pool) = self.readers.lock() {
+            pool.push(connection);
+        }
+        result
+    }
+
+    /// Stored phase without `after_seq` (spec §9.2): each filter's newest `limit` events
+    /// with seq ≤ `snapshot`, merged without duplicates, newest first.
+    pub async fn query_newest(
+        &self,
+        filters: Vec<Filter>,
+        viewer: Viewer,
+        snapshot: u64,
+        now: u64,
+        max_limit: u64,
+    ) -> Result<Vec<StoredRow>, StoreError> {
+        let store = self.clone();
+        blocking(move || {
+            store.read(|connection| query::newest(connection, &filters, &viewer, snapshot, now, max_limit))
+        })
+        .await
+    }
+
+    /// Replay (spec §9.2): up to `page` matching events with `after < seq ≤ snapshot`,
+    /// oldest first.
+    pub async fn query_replay_page(
+        &self,
+        filters: Arc<Vec<Filter>>,
+        viewer: Viewer,
+        after: u64,
+        snapshot: u64,
+        now: u64,
+        page: usize,
+    ) -> Result<Vec<StoredRow>, StoreError> {
+        let store = self.clone();
+        blocking(move || {
+            store.read(|connection| query::replay_page(connection, &filters, &viewer, after, snapshot, now, page))
+        })
+        .await
+    }
+
+    /// Every stored admin event (kinds 9000–9099) in seq order, for replay at startup.
+    pub fn admin_log(&self) -> Result<Vec<StoredRow>, StoreError> {
+        self.read(query::admin_log)
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| StoreError::Storage(format!("query task failed: {error}")))?
+}

@@ -1,0 +1,140 @@
+//! The writer thread: owns the only write connection, commits many events per
+//! transaction, runs the commit hook (admin changes, fan-out) in seq order, then answers.
+
+use std::sync::Arc;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Accepted, Committed, StoreError, WriteRequest, MAX_BATCH};
+
+/// Called on the writer thread after a commit, with the batch's events in seq order,
+/// before any of them is acknowledged.
+pub trait CommitHook: Send + 'static {
+    /// The events just committed.
+    fn committed(&mut self, events: &[Committed]);
+}
+
+/// Starts the writer thread.
+pub fn spawn(
+    connection: Connection,
+    receiver: mpsc::Receiver<WriteRequest>,
+    hook: Box<dyn CommitHook>,
+) -> Result<(), StoreError> {
+    std::thread::Builder::new()
+        .name("axon-writer".into())
+        .spawn(move || run(connection, receiver, hook))
+        .map(|_| ())
+        .map_err(|error| StoreError::Storage(format!("cannot start the writer thread: {error}")))
+}
+
+type Reply = oneshot::Sender<Result<u64, StoreError>>;
+
+fn run(mut connection: Connection, mut receiver: mpsc::Receiver<WriteRequest>, mut hook: Box<dyn CommitHook>) {
+    let mut inserts: Vec<(Arc<Accepted>, Reply)> = Vec::with_capacity(MAX_BATCH);
+    while let Some(request) = receiver.blocking_recv() {
+        let mut next = Some(request);
+        while let Some(request) = next.take() {
+            match request {
+                WriteRequest::Insert { accepted, reply } => inserts.push((accepted, reply)),
+                WriteRequest::DeleteExpired { now, reply } => {
+                    // Commit what is gathered first so order is kept.
+                    commit_batch(&mut connection, &mut inserts, hook.as_mut());
+                    let _ = reply.send(delete_expired(&mut connection, now));
+                }
+            }
+            if inserts.len() < MAX_BATCH {
+                next = receiver.try_recv().ok();
+            }
+        }
+        commit_batch(&mut connection, &mut inserts, hook.as_mut());
+    }
+}
+
+/// Inserts, commits, runs the hook, then answers every request of the batch.
+fn commit_batch(connection: &mut Connection, inserts: &mut Vec<(Arc<Accepted>, Reply)>, hook: &mut dyn CommitHook) {
+    if inserts.is_empty() {
+        return;
+    }
+    match insert_all(connection, inserts) {
+        Ok(outcomes) => {
+            let committed: Vec<Committed> = inserts
+                .iter()
+                .zip(&outcomes)
+                .filter_map(|((accepted, _), outcome)| {
+                    outcome.map(|seq| Committed {
+                        seq,
+                        accepted: accepted.clone(),
+                    })
+                })
+                .collect();
+            hook.committed(&committed);
+            for ((_, reply), outcome) in inserts.drain(..).zip(outcomes) {
+                let _ = reply.send(outcome.ok_or(StoreError::Duplicate));
+            }
+        }
+        Err(error) => {
+            tracing::error!(%error, events = inserts.len(), "write batch failed; nothing of it was stored");
+            for (_, reply) in inserts.drain(..) {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+/// One transaction for the batch; `None` marks a duplicate id.
+fn insert_all(connection: &mut Connection, inserts: &[(Arc<Accepted>, Reply)]) -> Result<Vec<Option<u64>>, StoreError> {
+    let transaction = connection.transaction()?;
+    let mut outcomes = Vec::with_capacity(inserts.len());
+    {
+        let mut insert_event = transaction.prepare_cached(
+            "INSERT INTO events (id, pubkey, created_at, kind, expires_at, raw) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (id) DO NOTHING RETURNING seq",
+        )?;
+        let mut insert_tag = transaction
+            .prepare_cached("INSERT INTO tags (name, value, kind, created_at, seq) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        for (accepted, _) in inserts {
+            let event = &accepted.event;
+            let created_at = event.created_at as i64;
+            let expires_at = accepted.expires_at.map(|time| time.min(i64::MAX as u64) as i64);
+            let seq: Option<i64> = insert_event
+                .query_row(
+                    params![
+                        &event.id[..],
+                        &event.pubkey[..],
+                        created_at,
+                        event.kind,
+                        expires_at,
+                        &accepted.raw[..]
+                    ],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if let Some(seq) = seq {
+                for tag in &event.tags {
+                    if let Some(value) = tag.first_value() {
+                        insert_tag.execute(params![tag.name, value, event.kind, created_at, seq])?;
+                    }
+                }
+            }
+            outcomes.push(seq.map(|seq| seq as u64));
+        }
+    }
+    transaction.commit()?;
+    Ok(outcomes)
+}
+
+fn delete_expired(connection: &mut Connection, now: u64) -> Result<usize, StoreError> {
+    let now = now.min(i64::MAX as u64) as i64;
+    let transaction = connection.transaction()?;
+    transaction.execute(
+        "DELETE FROM tags WHERE seq IN (SELECT seq FROM events WHERE expires_at IS NOT NULL AND expires_at <= ?1)",
+        [now],
+    )?;
+    let deleted = transaction.execute(
+        "DELETE FROM events WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+        [now],
+    )?;
+    transaction.commit()?;
+    Ok(deleted)
+}
