@@ -1,0 +1,193 @@
+//! Property test: for random events and random filters, the reference matcher, the SQLite
+//! query path and the live fan-out index select exactly the same events.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use axon_relay::client::SubItem;
+use axon_relay::protocol::{matches, Event, Filter, Tag, TagFilter};
+use common::*;
+use ed25519_dalek::SigningKey;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+const KINDS: [u16; 4] = [1, 1000, 1001, 7000];
+/// Not in KINDS: only the marker has it.
+const MARKER_KIND: u16 = 4321;
+const TAG_NAMES: [&str; 3] = ["t", "e", "x"];
+const TAG_VALUES: [&str; 4] = ["a", "b", "c", ""];
+
+fn authors() -> Vec<SigningKey> {
+    vec![alice(), bob(), admin()]
+}
+
+/// An event from a small vocabulary, so filters match often.
+#[derive(Debug, Clone)]
+struct EventSpec {
+    author: usize,
+    kind: u16,
+    created_at: u64,
+    tags: Vec<(usize, Vec<usize>)>,
+}
+
+fn event_spec() -> impl Strategy<Value = EventSpec> {
+    (
+        0..3usize,
+        prop::sample::select(KINDS.to_vec()),
+        1_000u64..1_010,
+        prop::collection::vec((0..3usize, prop::collection::vec(0..4usize, 0..3)), 0..3),
+    )
+        .prop_map(|(author, kind, created_at, tags)| EventSpec {
+            author,
+            kind,
+            created_at,
+            tags,
+        })
+}
+
+fn build(spec: &EventSpec, index: usize) -> Option<Event> {
+    let tags: Vec<Tag> = spec
+        .tags
+        .iter()
+        .map(|(name, values)| Tag::new(TAG_NAMES[*name], values.iter().map(|value| TAG_VALUES[*value])))
+        .collect();
+    // Duplicate tags make an invalid event: skip those specs.
+    Event::sign(
+        &authors()[spec.author],
+        spec.created_at,
+        spec.kind,
+        format!("{index}").into_bytes(),
+        tags,
+    )
+    .ok()
+}
+
+fn filter_strategy() -> impl Strategy<Value = Filter> {
+    let prefix = prop::collection::vec(any::<u8>(), 1..3);
+    (
+        prop::option::weighted(0.2, prop::collection::vec(prefix, 0..3)),
+        prop::option::weighted(0.3, prop::collection::vec(0..3usize, 0..3)),
+        prop::option::weighted(0.4, prop::collection::vec(prop::sample::select(KINDS.to_vec()), 0..3)),
+        prop::option::weighted(0.3, 998i64..1_012),
+        prop::option::weighted(0.3, 998i64..1_012),
+        prop::option::weighted(
+            0.4,
+            prop::collection::vec((0..3usize, prop::collection::vec(0..4usize, 1..3)), 1..3),
+        ),
+    )
+        .prop_map(|(ids, authors_index, kinds, since, until, tags)| {
+            let keys = authors();
+            Filter {
+                ids,
+                authors: authors_index.map(|list| {
+                    list.into_iter()
+                        .map(|index| keys[index].verifying_key().to_bytes()[..2].to_vec())
+                        .collect()
+                }),
+                kinds,
+                since,
+                until,
+                tags: tags.map(|list| {
+                    list.into_iter()
+                        .map(|(name, values)| TagFilter {
+                            name: TAG_NAMES[name].into(),
+                            values: values.into_iter().map(|value| TAG_VALUES[value].into()).collect(),
+                        })
+                        .collect()
+                }),
+                limit: None,
+            }
+        })
+}
+
+async fn check(specs: Vec<EventSpec>, filters: Vec<Filter>) -> Result<(), TestCaseError> {
+    let relay = TestRelay::start_with(|config| config.limits.max_limit = 10_000).await;
+    let client = relay.connect(&admin()).await;
+    // Live subscriptions first, one per filter, each also matching a final marker event so
+    // everything it received can be read up to the marker.
+    let marker_filter = Filter {
+        kinds: Some(vec![MARKER_KIND]),
+        limit: Some(0),
+        ..Filter::default()
+    };
+    let mut live = Vec::new();
+    for (index, filter) in filters.iter().enumerate() {
+        let both = vec![
+            Filter {
+                limit: Some(0),
+                ..filter.clone()
+            },
+            marker_filter.clone(),
+        ];
+        let mut subscription = client
+            .subscribe(&format!("live{index}"), both, None)
+            .await
+            .expect("sub");
+        prop_assert_eq!(next_item(&mut subscription).await, SubItem::Eose);
+        live.push(subscription);
+    }
+    let events: Vec<Event> = specs
+        .iter()
+        .enumerate()
+        .filter_map(|(index, spec)| build(spec, index))
+        .collect();
+    for event in &events {
+        client.publish(event).await.expect("publish");
+    }
+    let marker = event(&admin(), MARKER_KIND, "marker", vec![]);
+    client.publish(&marker).await.expect("publish");
+    for (index, filter) in filters.iter().enumerate() {
+        let reference: BTreeSet<_> = events
+            .iter()
+            .filter(|event| matches(filter, event))
+            .map(|event| event.id)
+            .collect();
+        let mut stored = client
+            .subscribe(&format!("stored{index}"), vec![filter.clone()], None)
+            .await
+            .expect("sub");
+        let from_sql: BTreeSet<_> = stored
+            .stored()
+            .await
+            .expect("stored")
+            .into_iter()
+            .map(|(event, _)| event.id)
+            .collect();
+        let mut expected_sql = reference.clone();
+        if matches(filter, &marker) {
+            expected_sql.insert(marker.id);
+        }
+        prop_assert_eq!(&from_sql, &expected_sql, "SQL vs reference for {:?}", filter);
+        let mut from_fanout = BTreeSet::new();
+        loop {
+            let (delivered, _) = next_event(&mut live[index]).await;
+            if delivered.id == marker.id {
+                break;
+            }
+            prop_assert!(from_fanout.insert(delivered.id), "delivered twice");
+        }
+        prop_assert_eq!(&from_fanout, &reference, "fan-out vs reference for {:?}", filter);
+    }
+    Ok(())
+}
+
+#[test]
+fn reference_sql_and_fanout_agree() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut runner = TestRunner::new(Config {
+        cases: 24,
+        ..Config::default()
+    });
+    let strategy = (
+        prop::collection::vec(event_spec(), 1..40),
+        prop::collection::vec(filter_strategy(), 1..6),
+    );
+    runner
+        .run(&strategy, |(specs, filters)| runtime.block_on(check(specs, filters)))
+        .expect("the three paths agree");
+}
