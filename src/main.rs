@@ -23,6 +23,12 @@ enum Command {
     ///
     /// Example: axon keygen --out agent.key
     Keygen(axon_relay::cli::keys::KeygenArgs),
+    /// Measure a relay: ingest, fanout, query, connections, ceiling.
+    ///
+    /// Example: axon bench ingest --spawn --events 100000 --connections 4
+    Bench(axon_relay::cli::bench::BenchArgs),
+    #[command(flatten)]
+    Tool(axon_relay::cli::tools::ToolCommand),
     /// Write the spec §13 test vectors into a directory.
     ///
     /// Example: axon vectors testvectors
@@ -38,6 +44,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Relay(args) => axon_relay::cli::relay::run(args),
         Command::Keygen(args) => axon_relay::cli::keys::keygen(args),
+        Command::Bench(args) => axon_relay::cli::bench::run(args),
+        Command::Tool(command) => axon_relay::cli::tools::run(command),
         Command::Vectors { dir } => axon_relay::cli::write_vectors(&dir),
     };
     match result {

@@ -1,7 +1,9 @@
 //! Subcommands of the `axon` binary. Each returns a [`CliResult`]; `main` prints errors.
 
+pub mod bench;
 pub mod keys;
 pub mod relay;
+pub mod tools;
 
 use std::path::Path;
 
