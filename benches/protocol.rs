@@ -41,10 +41,7 @@ fn event(index: usize) -> Event {
     let tags = vec![
         Tag::new("t", ["summary"]),
         Tag::new("p", [recipient]),
-        Tag::new(
-            "e",
-            [referenced, "wss://relay.example/axon".to_owned(), "reply".to_owned()],
-        ),
+        Tag::new("e", [referenced, "wss://relay.example/axon".to_owned(), "reply".to_owned()]),
     ];
     Event::sign(&key(index), 1_700_000_000 + index as u64, 1000, content, tags).expect("distinct tags")
 }
@@ -77,10 +74,8 @@ fn bench_verify(c: &mut Criterion) {
             let events = black_box(&events);
             let messages: Vec<&[u8]> = events.iter().map(|event| &event.id[..]).collect();
             let signatures: Vec<Signature> = events.iter().map(|event| Signature::from_bytes(&event.sig)).collect();
-            let keys: Vec<VerifyingKey> = events
-                .iter()
-                .map(|event| VerifyingKey::from_bytes(&event.pubkey).expect("valid key"))
-                .collect();
+            let keys: Vec<VerifyingKey> =
+                events.iter().map(|event| VerifyingKey::from_bytes(&event.pubkey).expect("valid key")).collect();
             ed25519_dalek::verify_batch(&messages, &signatures, &keys)
         })
     });
@@ -140,10 +135,7 @@ fn bench_frames(c: &mut Criterion) {
 }
 
 fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(50)
+    Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3)).sample_size(50)
 }
 
 criterion_group! {

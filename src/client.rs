@@ -58,10 +58,7 @@ impl ClientError {
 
 impl From<ErrorMessage> for ClientError {
     fn from(error: ErrorMessage) -> Self {
-        ClientError::Rejected {
-            code: error.code,
-            message: error.message,
-        }
+        ClientError::Rejected { code: error.code, message: error.message }
     }
 }
 
@@ -135,15 +132,8 @@ fn lock(routes: &Mutex<Routes>) -> MutexGuard<'_, Routes> {
 
 /// The AUTH signature (spec §7): Ed25519 over SHA-256(nonce || relay_url).
 pub fn auth_frame(key: &SigningKey, nonce: &[u8; 32], relay_url: &str) -> Frame {
-    let digest: [u8; 32] = Sha256::new()
-        .chain_update(nonce)
-        .chain_update(relay_url.as_bytes())
-        .finalize()
-        .into();
-    Frame::Auth(Auth {
-        pubkey: key.verifying_key().to_bytes(),
-        sig: key.sign(&digest).to_bytes(),
-    })
+    let digest: [u8; 32] = Sha256::new().chain_update(nonce).chain_update(relay_url.as_bytes()).finalize().into();
+    Frame::Auth(Auth { pubkey: key.verifying_key().to_bytes(), sig: key.sign(&digest).to_bytes() })
 }
 
 async fn next_frame(reader: &mut SplitStream<Socket>) -> Result<Frame, ClientError> {
@@ -164,18 +154,12 @@ impl Client {
     pub async fn connect(url: &str, relay_url: &str, key: &SigningKey) -> Result<Client, ClientError> {
         let (socket, _) = tokio_tungstenite::connect_async(url)
             .await
-            .map_err(|error| ClientError::Connect {
-                url: url.into(),
-                reason: error.to_string(),
-            })?;
+            .map_err(|error| ClientError::Connect { url: url.into(), reason: error.to_string() })?;
         let (mut sink, mut reader) = socket.split();
         let nonce = match next_frame(&mut reader).await? {
             Frame::Challenge { nonce } => nonce,
             other => {
-                return Err(ClientError::Protocol(format!(
-                    "expected CHALLENGE, got frame type {}",
-                    other.frame_type()
-                )))
+                return Err(ClientError::Protocol(format!("expected CHALLENGE, got frame type {}", other.frame_type())))
             }
         };
         sink.send(Message::Binary(auth_frame(key, &nonce, relay_url).encode()))
@@ -184,22 +168,13 @@ impl Client {
         match next_frame(&mut reader).await? {
             Frame::Ok(_) => {}
             Frame::Error(error) => return Err(error.into()),
-            other => {
-                return Err(ClientError::Protocol(format!(
-                    "expected OK, got frame type {}",
-                    other.frame_type()
-                )))
-            }
+            other => return Err(ClientError::Protocol(format!("expected OK, got frame type {}", other.frame_type()))),
         }
         let (sender, mut outgoing) = mpsc::channel::<Message>(1024);
         tokio::spawn(async move {
             while let Some(message) = outgoing.recv().await {
                 let flush = outgoing.is_empty();
-                let sent = if flush {
-                    sink.send(message).await
-                } else {
-                    sink.feed(message).await
-                };
+                let sent = if flush { sink.send(message).await } else { sink.feed(message).await };
                 if sent.is_err() {
                     break;
                 }
@@ -209,12 +184,7 @@ impl Client {
         let routes = Arc::new(Mutex::new(Routes::default()));
         let (error_sender, errors) = mpsc::unbounded_channel();
         tokio::spawn(read_loop(reader, routes.clone(), error_sender));
-        Ok(Client {
-            pubkey: key.verifying_key().to_bytes(),
-            sender,
-            routes,
-            errors: tokio::sync::Mutex::new(errors),
-        })
+        Ok(Client { pubkey: key.verifying_key().to_bytes(), sender, routes, errors: tokio::sync::Mutex::new(errors) })
     }
 
     /// The authenticated key.
@@ -223,10 +193,7 @@ impl Client {
     }
 
     async fn send(&self, frame: &Frame) -> Result<(), ClientError> {
-        self.sender
-            .send(Message::Binary(frame.encode()))
-            .await
-            .map_err(|_| ClientError::Closed)
+        self.sender.send(Message::Binary(frame.encode())).await.map_err(|_| ClientError::Closed)
     }
 
     /// Publishes and waits for the answer: `Ok(Some(seq))` for a stored event,
@@ -252,33 +219,19 @@ impl Client {
     ) -> Result<Subscription, ClientError> {
         let (sender, items) = mpsc::unbounded_channel();
         lock(&self.routes).subscriptions.insert(sub_id.to_owned(), sender);
-        self.send(&Frame::Subscribe(Subscribe {
-            sub_id: sub_id.to_owned(),
-            filters,
-            after_seq,
-        }))
-        .await?;
-        Ok(Subscription {
-            sub_id: sub_id.to_owned(),
-            items,
-        })
+        self.send(&Frame::Subscribe(Subscribe { sub_id: sub_id.to_owned(), filters, after_seq })).await?;
+        Ok(Subscription { sub_id: sub_id.to_owned(), items })
     }
 
     /// Closes subscription `sub_id`.
     pub async fn unsubscribe(&self, sub_id: &str) -> Result<(), ClientError> {
         lock(&self.routes).subscriptions.remove(sub_id);
-        self.send(&Frame::Unsubscribe {
-            sub_id: sub_id.to_owned(),
-        })
-        .await
+        self.send(&Frame::Unsubscribe { sub_id: sub_id.to_owned() }).await
     }
 
     /// Sends a raw binary message (for tools and tests that speak the protocol directly).
     pub async fn send_raw(&self, bytes: Vec<u8>) -> Result<(), ClientError> {
-        self.sender
-            .send(Message::Binary(bytes))
-            .await
-            .map_err(|_| ClientError::Closed)
+        self.sender.send(Message::Binary(bytes)).await.map_err(|_| ClientError::Closed)
     }
 
     /// The next ERROR that named no event and no subscription; `None` once closed.
@@ -296,11 +249,7 @@ async fn read_loop(
         match frame {
             Frame::Event(EventMessage { sub_id, event, seq }) => {
                 let item = match event.decode() {
-                    Ok(decoded) => SubItem::Event {
-                        event: Box::new(decoded),
-                        raw: event,
-                        seq,
-                    },
+                    Ok(decoded) => SubItem::Event { event: Box::new(decoded), raw: event, seq },
                     Err(error) => SubItem::Ended(ErrorMessage {
                         code: 0,
                         message: format!("relay sent an undecodable event: {error}"),
@@ -339,11 +288,7 @@ fn route_error(routes: &Mutex<Routes>, errors: &mpsc::UnboundedSender<ErrorMessa
         let _ = reply.send(Err(error.into()));
         return;
     }
-    if let Some(sender) = error
-        .sub_id
-        .as_ref()
-        .and_then(|sub_id| routes.subscriptions.remove(sub_id))
-    {
+    if let Some(sender) = error.sub_id.as_ref().and_then(|sub_id| routes.subscriptions.remove(sub_id)) {
         let _ = sender.send(SubItem::Ended(error));
         return;
     }

@@ -33,9 +33,7 @@ fn spawn_relay(dir: &std::path::Path) -> (Child, String) {
         .expect("spawn relay");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read listening line");
+    BufReader::new(stdout).read_line(&mut line).expect("read listening line");
     let addr = line
         .trim()
         .strip_prefix("listening on ")
@@ -79,17 +77,8 @@ async fn every_acknowledged_event_survives_sigkill() {
 
     let (mut child, url) = spawn_relay(dir.path());
     let client = Client::connect(&url, RELAY_URL, &alice()).await.expect("reconnect");
-    let mut replay = client
-        .subscribe("all", vec![Filter::default()], Some(0))
-        .await
-        .expect("subscribe");
-    let stored: BTreeSet<_> = replay
-        .stored()
-        .await
-        .expect("replay")
-        .into_iter()
-        .map(|(event, _)| event.id)
-        .collect();
+    let mut replay = client.subscribe("all", vec![Filter::default()], Some(0)).await.expect("subscribe");
+    let stored: BTreeSet<_> = replay.stored().await.expect("replay").into_iter().map(|(event, _)| event.id).collect();
     child.kill().expect("stop");
     child.wait().expect("reap");
     let lost: Vec<_> = acknowledged.difference(&stored).collect();

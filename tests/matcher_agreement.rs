@@ -38,12 +38,7 @@ fn event_spec() -> impl Strategy<Value = EventSpec> {
         1_000u64..1_010,
         prop::collection::vec((0..3usize, prop::collection::vec(0..4usize, 0..3)), 0..3),
     )
-        .prop_map(|(author, kind, created_at, tags)| EventSpec {
-            author,
-            kind,
-            created_at,
-            tags,
-        })
+        .prop_map(|(author, kind, created_at, tags)| EventSpec { author, kind, created_at, tags })
 }
 
 fn build(spec: &EventSpec, index: usize) -> Option<Event> {
@@ -53,14 +48,7 @@ fn build(spec: &EventSpec, index: usize) -> Option<Event> {
         .map(|(name, values)| Tag::new(TAG_NAMES[*name], values.iter().map(|value| TAG_VALUES[*value])))
         .collect();
     // Duplicate tags make an invalid event: skip those specs.
-    Event::sign(
-        &authors()[spec.author],
-        spec.created_at,
-        spec.kind,
-        format!("{index}").into_bytes(),
-        tags,
-    )
-    .ok()
+    Event::sign(&authors()[spec.author], spec.created_at, spec.kind, format!("{index}").into_bytes(), tags).ok()
 }
 
 fn filter_strategy() -> impl Strategy<Value = Filter> {
@@ -71,19 +59,14 @@ fn filter_strategy() -> impl Strategy<Value = Filter> {
         prop::option::weighted(0.4, prop::collection::vec(prop::sample::select(KINDS.to_vec()), 0..3)),
         prop::option::weighted(0.3, 998i64..1_012),
         prop::option::weighted(0.3, 998i64..1_012),
-        prop::option::weighted(
-            0.4,
-            prop::collection::vec((0..3usize, prop::collection::vec(0..4usize, 1..3)), 1..3),
-        ),
+        prop::option::weighted(0.4, prop::collection::vec((0..3usize, prop::collection::vec(0..4usize, 1..3)), 1..3)),
     )
         .prop_map(|(ids, authors_index, kinds, since, until, tags)| {
             let keys = authors();
             Filter {
                 ids,
                 authors: authors_index.map(|list| {
-                    list.into_iter()
-                        .map(|index| keys[index].verifying_key().to_bytes()[..2].to_vec())
-                        .collect()
+                    list.into_iter().map(|index| keys[index].verifying_key().to_bytes()[..2].to_vec()).collect()
                 }),
                 kinds,
                 since,
@@ -106,54 +89,26 @@ async fn check(specs: Vec<EventSpec>, filters: Vec<Filter>) -> Result<(), TestCa
     let client = relay.connect(&admin()).await;
     // Live subscriptions first, one per filter, each also matching a final marker event so
     // everything it received can be read up to the marker.
-    let marker_filter = Filter {
-        kinds: Some(vec![MARKER_KIND]),
-        limit: Some(0),
-        ..Filter::default()
-    };
+    let marker_filter = Filter { kinds: Some(vec![MARKER_KIND]), limit: Some(0), ..Filter::default() };
     let mut live = Vec::new();
     for (index, filter) in filters.iter().enumerate() {
-        let both = vec![
-            Filter {
-                limit: Some(0),
-                ..filter.clone()
-            },
-            marker_filter.clone(),
-        ];
-        let mut subscription = client
-            .subscribe(&format!("live{index}"), both, None)
-            .await
-            .expect("sub");
+        let both = vec![Filter { limit: Some(0), ..filter.clone() }, marker_filter.clone()];
+        let mut subscription = client.subscribe(&format!("live{index}"), both, None).await.expect("sub");
         prop_assert_eq!(next_item(&mut subscription).await, SubItem::Eose);
         live.push(subscription);
     }
-    let events: Vec<Event> = specs
-        .iter()
-        .enumerate()
-        .filter_map(|(index, spec)| build(spec, index))
-        .collect();
+    let events: Vec<Event> = specs.iter().enumerate().filter_map(|(index, spec)| build(spec, index)).collect();
     for event in &events {
         client.publish(event).await.expect("publish");
     }
     let marker = event(&admin(), MARKER_KIND, "marker", vec![]);
     client.publish(&marker).await.expect("publish");
     for (index, filter) in filters.iter().enumerate() {
-        let reference: BTreeSet<_> = events
-            .iter()
-            .filter(|event| matches(filter, event))
-            .map(|event| event.id)
-            .collect();
-        let mut stored = client
-            .subscribe(&format!("stored{index}"), vec![filter.clone()], None)
-            .await
-            .expect("sub");
-        let from_sql: BTreeSet<_> = stored
-            .stored()
-            .await
-            .expect("stored")
-            .into_iter()
-            .map(|(event, _)| event.id)
-            .collect();
+        let reference: BTreeSet<_> =
+            events.iter().filter(|event| matches(filter, event)).map(|event| event.id).collect();
+        let mut stored = client.subscribe(&format!("stored{index}"), vec![filter.clone()], None).await.expect("sub");
+        let from_sql: BTreeSet<_> =
+            stored.stored().await.expect("stored").into_iter().map(|(event, _)| event.id).collect();
         let mut expected_sql = reference.clone();
         if matches(filter, &marker) {
             expected_sql.insert(marker.id);
@@ -174,20 +129,8 @@ async fn check(specs: Vec<EventSpec>, filters: Vec<Filter>) -> Result<(), TestCa
 
 #[test]
 fn reference_sql_and_fanout_agree() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let mut runner = TestRunner::new(Config {
-        cases: 24,
-        ..Config::default()
-    });
-    let strategy = (
-        prop::collection::vec(event_spec(), 1..40),
-        prop::collection::vec(filter_strategy(), 1..6),
-    );
-    runner
-        .run(&strategy, |(specs, filters)| runtime.block_on(check(specs, filters)))
-        .expect("the three paths agree");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let mut runner = TestRunner::new(Config { cases: 24, ..Config::default() });
+    let strategy = (prop::collection::vec(event_spec(), 1..40), prop::collection::vec(filter_strategy(), 1..6));
+    runner.run(&strategy, |(specs, filters)| runtime.block_on(check(specs, filters))).expect("the three paths agree");
 }

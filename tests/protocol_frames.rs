@@ -22,11 +22,8 @@ fn decode_error(bytes: &[u8]) -> ErrorCode {
 fn event_frame_is_built_around_raw_bytes() {
     let raw = sample_event().encode();
     let frame = encode_event_frame("s1", 42, &raw);
-    let expected = Frame::Event(EventMessage {
-        sub_id: "s1".into(),
-        event: RawEvent(Bytes::from(raw.clone())),
-        seq: 42,
-    });
+    let expected =
+        Frame::Event(EventMessage { sub_id: "s1".into(), event: RawEvent(Bytes::from(raw.clone())), seq: 42 });
     assert_eq!(frame, expected.encode());
     match Frame::decode_slice(&frame).expect("decode") {
         Frame::Event(message) => {
@@ -44,10 +41,7 @@ fn payloads_ignore_unknown_keys_but_filters_do_not() {
         0x92, 0x03, 0x82, 0xa6, b's', b'u', b'b', b'_', b'i', b'd', 0xa1, b'a', 0xa5, b'e', b'x', b't', b'r', b'a',
         0x92, 1, 2,
     ];
-    assert_eq!(
-        Frame::decode_slice(&lenient).expect("lenient"),
-        Frame::Unsubscribe { sub_id: "a".into() }
-    );
+    assert_eq!(Frame::decode_slice(&lenient).expect("lenient"), Frame::Unsubscribe { sub_id: "a".into() });
     // [2, {"sub_id": "a", "filters": [{"kind": [1]}]}] — a mistyped filter key
     let mut strict = vec![0x92, 0x02, 0x82, 0xa6];
     strict.extend_from_slice(b"sub_id");
@@ -69,9 +63,7 @@ fn malformed_frames_are_400() {
         &[0x92, 0x01, 0x90][..],                                                 // payload not a map
         &[0x92, 0x03, 0x80][..],                                                 // missing sub_id
         &[0x92, 0x03, 0x81, 0xa6, b's', b'u', b'b', b'_', b'i', b'd', 0xa0][..], // empty sub_id
-        &[
-            0x92, 0x0c, 0x81, 0xa6, b's', b'u', b'b', b'_', b'i', b'd', 0xa1, b'a', 0x00,
-        ][..], // trailing byte
+        &[0x92, 0x0c, 0x81, 0xa6, b's', b'u', b'b', b'_', b'i', b'd', 0xa1, b'a', 0x00][..], // trailing byte
         &[0xc1][..],
     ] {
         assert_eq!(decode_error(bad), ErrorCode::Invalid, "{bad:02x?}");
@@ -123,10 +115,7 @@ fn arb_event() -> impl Strategy<Value = Event> {
 }
 
 fn arb_filter() -> impl Strategy<Value = Filter> {
-    let prefixes = proptest::option::of(proptest::collection::vec(
-        proptest::collection::vec(any::<u8>(), 1..33),
-        0..3,
-    ));
+    let prefixes = proptest::option::of(proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..33), 0..3));
     (
         prefixes.clone(),
         prefixes,
@@ -157,24 +146,12 @@ fn arb_sub_id() -> impl Strategy<Value = String> {
 
 fn arb_frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
-        (any::<[u8; 32]>(), proptest::collection::vec(any::<u8>(), 64)).prop_map(|(pubkey, sig)| Frame::Auth(Auth {
-            pubkey,
-            sig: sig.try_into().unwrap_or([0; 64])
-        })),
-        (
-            arb_sub_id(),
-            proptest::collection::vec(arb_filter(), 0..4),
-            proptest::option::of(any::<u64>())
-        )
-            .prop_map(|(sub_id, filters, after_seq)| Frame::Subscribe(Subscribe {
-                sub_id,
-                filters,
-                after_seq
-            })),
+        (any::<[u8; 32]>(), proptest::collection::vec(any::<u8>(), 64))
+            .prop_map(|(pubkey, sig)| Frame::Auth(Auth { pubkey, sig: sig.try_into().unwrap_or([0; 64]) })),
+        (arb_sub_id(), proptest::collection::vec(arb_filter(), 0..4), proptest::option::of(any::<u64>()))
+            .prop_map(|(sub_id, filters, after_seq)| Frame::Subscribe(Subscribe { sub_id, filters, after_seq })),
         arb_sub_id().prop_map(|sub_id| Frame::Unsubscribe { sub_id }),
-        arb_event().prop_map(|event| Frame::Publish {
-            event: RawEvent::encode(&event)
-        }),
+        arb_event().prop_map(|event| Frame::Publish { event: RawEvent::encode(&event) }),
         any::<[u8; 32]>().prop_map(|nonce| Frame::Challenge { nonce }),
         (arb_sub_id(), arb_event(), any::<u64>()).prop_map(|(sub_id, event, seq)| Frame::Event(EventMessage {
             sub_id,

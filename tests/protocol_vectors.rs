@@ -40,22 +40,14 @@ fn valid_vectors_recompute_and_validate() {
         let name = vector["name"].as_str().unwrap_or_default();
         let seed: [u8; 32] = hex_field(vector, "seed").try_into().expect("seed");
         let key = SigningKey::from_bytes(&seed);
-        assert_eq!(
-            key.verifying_key().to_bytes().to_vec(),
-            hex_field(vector, "pubkey"),
-            "{name}"
-        );
+        assert_eq!(key.verifying_key().to_bytes().to_vec(), hex_field(vector, "pubkey"), "{name}");
         let tags: Vec<Tag> = vector["tags"]
             .as_array()
             .expect("tags")
             .iter()
             .map(|tag| {
-                let parts: Vec<String> = tag
-                    .as_array()
-                    .expect("tag")
-                    .iter()
-                    .map(|s| s.as_str().expect("str").to_owned())
-                    .collect();
+                let parts: Vec<String> =
+                    tag.as_array().expect("tag").iter().map(|s| s.as_str().expect("str").to_owned()).collect();
                 Tag::new(parts[0].clone(), parts[1..].to_vec())
             })
             .collect();
@@ -67,16 +59,8 @@ fn valid_vectors_recompute_and_validate() {
             tags,
         )
         .expect("sign");
-        assert_eq!(
-            canonical_tags(&event.tags).expect("tags"),
-            hex_field(vector, "canonical_tags"),
-            "{name}"
-        );
-        assert_eq!(
-            tags_hash(&event.tags).expect("hash").to_vec(),
-            hex_field(vector, "tags_hash"),
-            "{name}"
-        );
+        assert_eq!(canonical_tags(&event.tags).expect("tags"), hex_field(vector, "canonical_tags"), "{name}");
+        assert_eq!(tags_hash(&event.tags).expect("hash").to_vec(), hex_field(vector, "tags_hash"), "{name}");
         assert_eq!(
             event.unsigned().canonical_payload().expect("payload"),
             hex_field(vector, "canonical_payload"),
@@ -98,11 +82,7 @@ fn invalid_vectors_are_rejected_with_their_codes() {
     for vector in list {
         let name = vector["name"].as_str().unwrap_or_default();
         let error = decode_and_validate(&hex_field(vector, "msgpack"), &Limits::default()).expect_err(name);
-        assert_eq!(
-            error.code.as_u16() as u64,
-            vector["code"].as_u64().expect("code"),
-            "{name}: {error}"
-        );
+        assert_eq!(error.code.as_u16() as u64, vector["code"].as_u64().expect("code"), "{name}: {error}");
     }
 }
 
@@ -121,7 +101,6 @@ fn small_order_vector_is_accepted_by_a_lenient_verifier() {
     event.check_id().expect("id ok");
     use ed25519_dalek::Verifier;
     let key = ed25519_dalek::VerifyingKey::from_bytes(&event.pubkey).expect("point");
-    key.verify(&event.id, &ed25519_dalek::Signature::from_bytes(&event.sig))
-        .expect("lenient verify accepts");
+    key.verify(&event.id, &ed25519_dalek::Signature::from_bytes(&event.sig)).expect("lenient verify accepts");
     assert!(event.verify_signature().is_err());
 }

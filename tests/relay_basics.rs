@@ -11,23 +11,12 @@ async fn publish_then_subscribe_gets_stored_then_live() {
     let relay = TestRelay::start().await;
     let alice_client = relay.connect(&alice()).await;
     let first = event(&alice(), 1000, "first", vec![]);
-    let seq = alice_client
-        .publish(&first)
-        .await
-        .expect("publish")
-        .expect("stored events carry a seq");
+    let seq = alice_client.publish(&first).await.expect("publish").expect("stored events carry a seq");
     assert!(seq >= 1);
 
     let bob_client = relay.connect(&bob()).await;
     let mut subscription = bob_client
-        .subscribe(
-            "s",
-            vec![Filter {
-                kinds: Some(vec![1000]),
-                ..Filter::default()
-            }],
-            None,
-        )
+        .subscribe("s", vec![Filter { kinds: Some(vec![1000]), ..Filter::default() }], None)
         .await
         .expect("subscribe");
     assert_eq!(subscription.stored().await.expect("stored"), vec![(first.clone(), seq)]);
@@ -44,10 +33,7 @@ async fn stored_events_come_back_byte_for_byte() {
     let client = relay.connect(&alice()).await;
     let published = event(&alice(), 1000, "bytes", vec![tag("b", "2"), tag("a", "1")]);
     client.publish(&published).await.expect("publish");
-    let mut subscription = client
-        .subscribe("s", vec![Filter::default()], None)
-        .await
-        .expect("subscribe");
+    let mut subscription = client.subscribe("s", vec![Filter::default()], None).await.expect("subscribe");
     match next_item(&mut subscription).await {
         SubItem::Event { raw, .. } => assert_eq!(raw.as_bytes(), &published.encode()[..]),
         other => panic!("{other:?}"),

@@ -13,7 +13,12 @@ fn valid_frames() -> Vec<Vec<u8>> {
     let event = event(&alice(), 1000, "seed", vec![tag("t", "x")]);
     vec![
         encode_publish_frame(&event.encode()),
-        Frame::Subscribe(Subscribe { sub_id: "s".into(), filters: vec![Filter { kinds: Some(vec![1]), ..Filter::default() }], after_seq: Some(1) }).encode(),
+        Frame::Subscribe(Subscribe {
+            sub_id: "s".into(),
+            filters: vec![Filter { kinds: Some(vec![1]), ..Filter::default() }],
+            after_seq: Some(1),
+        })
+        .encode(),
         Frame::Unsubscribe { sub_id: "s".into() }.encode(),
     ]
 }
@@ -67,7 +72,10 @@ async fn garbage_after_auth_gets_400_and_the_relay_keeps_serving() {
     assert!(errors > 100, "most mutations are invalid ({errors})");
     // Another connection is unaffected, and the store is intact.
     let client = relay.connect(&bob()).await;
-    let mut subscription = client.subscribe("probes", vec![Filter { kinds: Some(vec![1000]), limit: Some(1000), ..Filter::default() }], None).await.expect("sub");
+    let mut subscription = client
+        .subscribe("probes", vec![Filter { kinds: Some(vec![1000]), limit: Some(1000), ..Filter::default() }], None)
+        .await
+        .expect("sub");
     let stored = subscription.stored().await.expect("stored");
     assert!(stored.iter().filter(|(event, _)| event.content.starts_with(b"probe ")).count() == 300);
 }

@@ -12,10 +12,7 @@ use axon_relay::protocol::{Filter, Frame, TagFilter};
 use common::*;
 
 fn kinds(list: &[u16]) -> Filter {
-    Filter {
-        kinds: Some(list.to_vec()),
-        ..Filter::default()
-    }
+    Filter { kinds: Some(list.to_vec()), ..Filter::default() }
 }
 
 #[tokio::test]
@@ -24,65 +21,26 @@ async fn stored_phase_is_newest_first_with_per_filter_limits_and_no_duplicates()
     let client = relay.connect(&alice()).await;
     let mut published = Vec::new();
     for (index, created_at) in [100u64, 300, 200, 300, 50].into_iter().enumerate() {
-        let event = event_at(
-            &alice(),
-            1000 + (index as u16 % 2),
-            created_at,
-            &format!("e{index}"),
-            vec![],
-        );
+        let event = event_at(&alice(), 1000 + (index as u16 % 2), created_at, &format!("e{index}"), vec![]);
         let seq = client.publish(&event).await.expect("publish").expect("seq");
         published.push((event, seq));
     }
     // Newest by created_at, ties by higher seq.
-    let mut subscription = client
-        .subscribe("all", vec![Filter::default()], None)
-        .await
-        .expect("sub");
-    let order: Vec<u64> = subscription
-        .stored()
-        .await
-        .expect("stored")
-        .into_iter()
-        .map(|(_, seq)| seq)
-        .collect();
+    let mut subscription = client.subscribe("all", vec![Filter::default()], None).await.expect("sub");
+    let order: Vec<u64> = subscription.stored().await.expect("stored").into_iter().map(|(_, seq)| seq).collect();
     let seq_of = |index: usize| published[index].1;
     assert_eq!(order, vec![seq_of(3), seq_of(1), seq_of(2), seq_of(0), seq_of(4)]);
 
     // Each filter its own limit; the union has no duplicates.
-    let filters = vec![
-        Filter {
-            limit: Some(2),
-            ..kinds(&[1000])
-        },
-        Filter {
-            limit: Some(1),
-            ..Filter::default()
-        },
-    ];
+    let filters = vec![Filter { limit: Some(2), ..kinds(&[1000]) }, Filter { limit: Some(1), ..Filter::default() }];
     let mut subscription = client.subscribe("two", filters, None).await.expect("sub");
-    let seqs: Vec<u64> = subscription
-        .stored()
-        .await
-        .expect("stored")
-        .into_iter()
-        .map(|(_, seq)| seq)
-        .collect();
+    let seqs: Vec<u64> = subscription.stored().await.expect("stored").into_iter().map(|(_, seq)| seq).collect();
     // kind 1000: indexes 0, 2, 4 → newest two are 2 (200) and 0 (100); newest overall is 3.
     assert_eq!(seqs, vec![seq_of(3), seq_of(2), seq_of(0)]);
 
     // limit 0: live only.
-    let mut subscription = client
-        .subscribe(
-            "live",
-            vec![Filter {
-                limit: Some(0),
-                ..Filter::default()
-            }],
-            None,
-        )
-        .await
-        .expect("sub");
+    let mut subscription =
+        client.subscribe("live", vec![Filter { limit: Some(0), ..Filter::default() }], None).await.expect("sub");
     assert!(subscription.stored().await.expect("stored").is_empty());
 }
 
@@ -91,24 +49,12 @@ async fn default_limit_is_max_limit_and_larger_limits_are_capped() {
     let relay = TestRelay::start_with(|config| config.limits.max_limit = 3).await;
     let client = relay.connect(&alice()).await;
     for index in 0..5 {
-        client
-            .publish(&event(&alice(), 1000, &format!("{index}"), vec![]))
-            .await
-            .expect("publish");
+        client.publish(&event(&alice(), 1000, &format!("{index}"), vec![])).await.expect("publish");
     }
     let mut subscription = client.subscribe("a", vec![Filter::default()], None).await.expect("sub");
     assert_eq!(subscription.stored().await.expect("stored").len(), 3);
-    let mut subscription = client
-        .subscribe(
-            "b",
-            vec![Filter {
-                limit: Some(100),
-                ..Filter::default()
-            }],
-            None,
-        )
-        .await
-        .expect("sub");
+    let mut subscription =
+        client.subscribe("b", vec![Filter { limit: Some(100), ..Filter::default() }], None).await.expect("sub");
     assert_eq!(subscription.stored().await.expect("stored").len(), 3);
 }
 
@@ -123,41 +69,14 @@ async fn each_filter_field_selects_in_the_stored_phase() {
         client.publish(event).await.expect("publish");
     }
     let cases: Vec<(Filter, Vec<&axon_relay::protocol::Event>)> = vec![
-        (
-            Filter {
-                ids: Some(vec![a.id[..3].to_vec(), c.id.to_vec()]),
-                ..Filter::default()
-            },
-            vec![&c, &a],
-        ),
-        (
-            Filter {
-                authors: Some(vec![bob().verifying_key().to_bytes()[..2].to_vec()]),
-                ..Filter::default()
-            },
-            vec![&b],
-        ),
+        (Filter { ids: Some(vec![a.id[..3].to_vec(), c.id.to_vec()]), ..Filter::default() }, vec![&c, &a]),
+        (Filter { authors: Some(vec![bob().verifying_key().to_bytes()[..2].to_vec()]), ..Filter::default() }, vec![&b]),
         (kinds(&[1000, 1002]), vec![&c, &a]),
+        (Filter { since: Some(200), ..Filter::default() }, vec![&c, &b]),
+        (Filter { until: Some(200), ..Filter::default() }, vec![&b, &a]),
         (
             Filter {
-                since: Some(200),
-                ..Filter::default()
-            },
-            vec![&c, &b],
-        ),
-        (
-            Filter {
-                until: Some(200),
-                ..Filter::default()
-            },
-            vec![&b, &a],
-        ),
-        (
-            Filter {
-                tags: Some(vec![TagFilter {
-                    name: "t".into(),
-                    values: vec!["rust".into(), "go".into()],
-                }]),
+                tags: Some(vec![TagFilter { name: "t".into(), values: vec!["rust".into(), "go".into()] }]),
                 ..Filter::default()
             },
             vec![&b, &a],
@@ -165,39 +84,18 @@ async fn each_filter_field_selects_in_the_stored_phase() {
         (
             Filter {
                 tags: Some(vec![
-                    TagFilter {
-                        name: "t".into(),
-                        values: vec!["rust".into()],
-                    },
-                    TagFilter {
-                        name: "p".into(),
-                        values: vec!["x".into()],
-                    },
+                    TagFilter { name: "t".into(), values: vec!["rust".into()] },
+                    TagFilter { name: "p".into(), values: vec!["x".into()] },
                 ]),
                 ..Filter::default()
             },
             vec![&a],
         ),
-        (
-            Filter {
-                ids: Some(vec![]),
-                ..Filter::default()
-            },
-            vec![],
-        ),
+        (Filter { ids: Some(vec![]), ..Filter::default() }, vec![]),
     ];
     for (index, (filter, expected)) in cases.into_iter().enumerate() {
-        let mut subscription = client
-            .subscribe(&format!("f{index}"), vec![filter.clone()], None)
-            .await
-            .expect("sub");
-        let got: Vec<_> = subscription
-            .stored()
-            .await
-            .expect("stored")
-            .into_iter()
-            .map(|(event, _)| event.id)
-            .collect();
+        let mut subscription = client.subscribe(&format!("f{index}"), vec![filter.clone()], None).await.expect("sub");
+        let got: Vec<_> = subscription.stored().await.expect("stored").into_iter().map(|(event, _)| event.id).collect();
         let want: Vec<_> = expected.iter().map(|event| event.id).collect();
         assert_eq!(got, want, "filter {filter:?}");
     }
@@ -213,24 +111,9 @@ async fn replay_with_after_seq_is_oldest_first_and_ignores_limits() {
         seqs.push(client.publish(&event).await.expect("publish").expect("seq"));
     }
     let after = seqs[1];
-    let mut subscription = client
-        .subscribe(
-            "r",
-            vec![Filter {
-                limit: Some(1),
-                ..Filter::default()
-            }],
-            Some(after),
-        )
-        .await
-        .expect("sub");
-    let got: Vec<u64> = subscription
-        .stored()
-        .await
-        .expect("stored")
-        .into_iter()
-        .map(|(_, seq)| seq)
-        .collect();
+    let mut subscription =
+        client.subscribe("r", vec![Filter { limit: Some(1), ..Filter::default() }], Some(after)).await.expect("sub");
+    let got: Vec<u64> = subscription.stored().await.expect("stored").into_iter().map(|(_, seq)| seq).collect();
     assert_eq!(got, seqs[2..].to_vec());
     // Then live.
     let live = event(&alice(), 1000, "live", vec![]);
@@ -244,9 +127,7 @@ async fn exactly_once_across_eose_under_concurrent_publishing() {
     let publisher = relay.connect(&alice()).await;
     let subscriber = relay.connect(&bob()).await;
     let total = 400usize;
-    let events: Vec<_> = (0..total)
-        .map(|index| event(&alice(), 1000, &format!("{index}"), vec![]))
-        .collect();
+    let events: Vec<_> = (0..total).map(|index| event(&alice(), 1000, &format!("{index}"), vec![])).collect();
     let expected: BTreeSet<_> = events.iter().map(|event| event.id).collect();
     let publishing = tokio::spawn(async move {
         for event in &events {
@@ -255,17 +136,8 @@ async fn exactly_once_across_eose_under_concurrent_publishing() {
     });
     // Subscribe repeatedly while publishing is under way; each must see every event once.
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let mut subscription = subscriber
-        .subscribe(
-            "x",
-            vec![Filter {
-                limit: Some(500),
-                ..kinds(&[1000])
-            }],
-            None,
-        )
-        .await
-        .expect("sub");
+    let mut subscription =
+        subscriber.subscribe("x", vec![Filter { limit: Some(500), ..kinds(&[1000]) }], None).await.expect("sub");
     let mut seen = Vec::new();
     let mut eose = false;
     while seen.len() < total {
@@ -290,27 +162,15 @@ async fn exactly_once_across_eose_under_concurrent_publishing() {
 async fn live_events_arrive_in_seq_order() {
     let relay = TestRelay::start().await;
     let subscriber = relay.connect(&bob()).await;
-    let mut subscription = subscriber
-        .subscribe(
-            "x",
-            vec![Filter {
-                limit: Some(0),
-                ..Filter::default()
-            }],
-            None,
-        )
-        .await
-        .expect("sub");
+    let mut subscription =
+        subscriber.subscribe("x", vec![Filter { limit: Some(0), ..Filter::default() }], None).await.expect("sub");
     assert_eq!(next_item(&mut subscription).await, SubItem::Eose);
     let mut tasks = Vec::new();
     for worker in 0..4 {
         let client = relay.connect(&alice()).await;
         tasks.push(tokio::spawn(async move {
             for index in 0..50 {
-                client
-                    .publish(&event(&alice(), 1000, &format!("{worker}-{index}"), vec![]))
-                    .await
-                    .expect("publish");
+                client.publish(&event(&alice(), 1000, &format!("{worker}-{index}"), vec![])).await.expect("publish");
             }
         }));
     }
@@ -347,49 +207,23 @@ async fn reusing_a_sub_id_replaces_and_unsubscribe_stops() {
     for filter in [kinds(&[1000]), kinds(&[1001])] {
         send_raw(
             &mut socket,
-            Frame::Subscribe(Subscribe {
-                sub_id: "s".into(),
-                filters: vec![filter],
-                after_seq: None,
-            })
-            .encode(),
+            Frame::Subscribe(Subscribe { sub_id: "s".into(), filters: vec![filter], after_seq: None }).encode(),
         )
         .await;
-        assert!(matches!(
-            raw_frame(&mut socket).await,
-            RawItem::Frame(Frame::Eose { .. })
-        ));
+        assert!(matches!(raw_frame(&mut socket).await, RawItem::Frame(Frame::Eose { .. })));
     }
     let old_kind = event(&alice(), 1000, "old filter", vec![]);
     send_raw(&mut socket, encode_publish_frame(&old_kind.encode())).await;
-    assert_eq!(
-        events_until_ok(&mut socket, old_kind.id).await,
-        vec![],
-        "the replaced filter no longer applies"
-    );
+    assert_eq!(events_until_ok(&mut socket, old_kind.id).await, vec![], "the replaced filter no longer applies");
     let new_kind = event(&alice(), 1001, "new filter", vec![]);
     send_raw(&mut socket, encode_publish_frame(&new_kind.encode())).await;
-    assert_eq!(
-        events_until_ok(&mut socket, new_kind.id).await,
-        vec![("s".to_string(), new_kind.id)]
-    );
+    assert_eq!(events_until_ok(&mut socket, new_kind.id).await, vec![("s".to_string(), new_kind.id)]);
 
     send_raw(&mut socket, Frame::Unsubscribe { sub_id: "s".into() }.encode()).await;
-    send_raw(
-        &mut socket,
-        Frame::Unsubscribe {
-            sub_id: "never-existed".into(),
-        }
-        .encode(),
-    )
-    .await;
+    send_raw(&mut socket, Frame::Unsubscribe { sub_id: "never-existed".into() }.encode()).await;
     let after = event(&alice(), 1001, "after unsubscribe", vec![]);
     send_raw(&mut socket, encode_publish_frame(&after.encode())).await;
-    assert_eq!(
-        events_until_ok(&mut socket, after.id).await,
-        vec![],
-        "nothing after UNSUBSCRIBE"
-    );
+    assert_eq!(events_until_ok(&mut socket, after.id).await, vec![], "nothing after UNSUBSCRIBE");
 }
 
 #[tokio::test]
@@ -398,14 +232,8 @@ async fn direct_messages_are_visible_only_to_author_and_recipient() {
     let alice_client = relay.connect(&alice()).await;
     let bob_client = relay.connect(&bob()).await;
     let admin_client = relay.connect(&admin()).await;
-    let live_filter = vec![Filter {
-        limit: Some(0),
-        ..kinds(&[2000])
-    }];
-    let mut bob_live = bob_client
-        .subscribe("live", live_filter.clone(), None)
-        .await
-        .expect("sub");
+    let live_filter = vec![Filter { limit: Some(0), ..kinds(&[2000]) }];
+    let mut bob_live = bob_client.subscribe("live", live_filter.clone(), None).await.expect("sub");
     let mut admin_live = admin_client.subscribe("live", live_filter, None).await.expect("sub");
     bob_live.stored().await.expect("eose");
     admin_live.stored().await.expect("eose");
@@ -414,10 +242,7 @@ async fn direct_messages_are_visible_only_to_author_and_recipient() {
     assert_eq!(next_event(&mut bob_live).await.0, dm, "recipient sees it live");
     assert_quiet(&mut admin_live).await;
     for (client, visible) in [(&alice_client, true), (&bob_client, true), (&admin_client, false)] {
-        let mut stored = client
-            .subscribe("stored", vec![kinds(&[2000])], None)
-            .await
-            .expect("sub");
+        let mut stored = client.subscribe("stored", vec![kinds(&[2000])], None).await.expect("sub");
         let got = stored.stored().await.expect("stored");
         assert_eq!(!got.is_empty(), visible);
     }
@@ -428,43 +253,19 @@ async fn admin_events_are_visible_only_to_admins() {
     let relay = TestRelay::start().await;
     let admin_client = relay.connect(&admin()).await;
     let alice_client = relay.connect(&alice()).await;
-    let mut alice_live = alice_client
-        .subscribe(
-            "live",
-            vec![Filter {
-                limit: Some(0),
-                ..Filter::default()
-            }],
-            None,
-        )
-        .await
-        .expect("sub");
+    let mut alice_live =
+        alice_client.subscribe("live", vec![Filter { limit: Some(0), ..Filter::default() }], None).await.expect("sub");
     alice_live.stored().await.expect("eose");
-    let mut admin_live = admin_client
-        .subscribe(
-            "live",
-            vec![Filter {
-                limit: Some(0),
-                ..Filter::default()
-            }],
-            None,
-        )
-        .await
-        .expect("sub");
+    let mut admin_live =
+        admin_client.subscribe("live", vec![Filter { limit: Some(0), ..Filter::default() }], None).await.expect("sub");
     admin_live.stored().await.expect("eose");
     let note = event(&admin(), 9050, "audit note", vec![]);
     admin_client.publish(&note).await.expect("publish");
     assert_eq!(next_event(&mut admin_live).await.0, note);
     assert_quiet(&mut alice_live).await;
-    let mut stored = alice_client
-        .subscribe("stored", vec![kinds(&[9050])], None)
-        .await
-        .expect("sub");
+    let mut stored = alice_client.subscribe("stored", vec![kinds(&[9050])], None).await.expect("sub");
     assert!(stored.stored().await.expect("stored").is_empty());
-    let mut stored = admin_client
-        .subscribe("stored", vec![kinds(&[9050])], None)
-        .await
-        .expect("sub");
+    let mut stored = admin_client.subscribe("stored", vec![kinds(&[9050])], None).await.expect("sub");
     assert_eq!(stored.stored().await.expect("stored").len(), 1);
 }
 
@@ -473,12 +274,7 @@ async fn expired_events_are_not_returned_and_are_deleted() {
     let relay = TestRelay::start().await;
     let client = relay.connect(&alice()).await;
     let expiring = event(&alice(), 5000, "job", vec![tag("expires_at", &(now() + 1).to_string())]);
-    let lasting = event(
-        &alice(),
-        5000,
-        "job 2",
-        vec![tag("expires_at", &(now() + 3600).to_string())],
-    );
+    let lasting = event(&alice(), 5000, "job 2", vec![tag("expires_at", &(now() + 3600).to_string())]);
     client.publish(&expiring).await.expect("publish");
     client.publish(&lasting).await.expect("publish");
     let mut before = client.subscribe("a", vec![kinds(&[5000])], None).await.expect("sub");
@@ -489,13 +285,7 @@ async fn expired_events_are_not_returned_and_are_deleted() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut after = client.subscribe("b", vec![kinds(&[5000])], None).await.expect("sub");
-    let ids: Vec<_> = after
-        .stored()
-        .await
-        .expect("stored")
-        .into_iter()
-        .map(|(event, _)| event.id)
-        .collect();
+    let ids: Vec<_> = after.stored().await.expect("stored").into_iter().map(|(event, _)| event.id).collect();
     assert_eq!(ids, vec![lasting.id]);
     let store = &relay.handle.as_ref().expect("running").state.store;
     assert_eq!(store.delete_expired(now()).await.expect("prune"), 1);
@@ -516,18 +306,10 @@ async fn subscription_bounds_are_enforced_with_400() {
     .await;
     let mut socket = raw_authed(&relay, &alice()).await;
     let subscribe = |sub_id: &str, filters: Vec<Filter>| {
-        Frame::Subscribe(Subscribe {
-            sub_id: sub_id.into(),
-            filters,
-            after_seq: None,
-        })
-        .encode()
+        Frame::Subscribe(Subscribe { sub_id: sub_id.into(), filters, after_seq: None }).encode()
     };
     send_raw(&mut socket, subscribe("too-many-filters", vec![Filter::default(); 3])).await;
-    assert_eq!(
-        expect_error(&mut socket, 400).await.sub_id.as_deref(),
-        Some("too-many-filters")
-    );
+    assert_eq!(expect_error(&mut socket, 400).await.sub_id.as_deref(), Some("too-many-filters"));
     send_raw(&mut socket, subscribe("too-many-items", vec![kinds(&[1, 2, 3, 4])])).await;
     expect_error(&mut socket, 400).await;
     send_raw(&mut socket, subscribe("no-filters", vec![])).await;
@@ -543,10 +325,7 @@ async fn subscription_bounds_are_enforced_with_400() {
     expect_error(&mut socket, 400).await;
     // Replacing an existing one is fine.
     send_raw(&mut socket, subscribe("two", vec![Filter::default()])).await;
-    assert!(matches!(
-        raw_frame(&mut socket).await,
-        RawItem::Frame(Frame::Eose { .. })
-    ));
+    assert!(matches!(raw_frame(&mut socket).await, RawItem::Frame(Frame::Eose { .. })));
 }
 
 /// A subscriber that stops reading overflows; the ERROR carries the resume point, and
@@ -557,10 +336,7 @@ async fn overflow_ends_the_subscription_with_a_resume_point() {
     let mut slow = raw_authed(&relay, &bob()).await;
     let subscribe = Frame::Subscribe(Subscribe {
         sub_id: "slow".into(),
-        filters: vec![Filter {
-            limit: Some(0),
-            ..kinds(&[1000])
-        }],
+        filters: vec![Filter { limit: Some(0), ..kinds(&[1000]) }],
         after_seq: None,
     });
     send_raw(&mut slow, subscribe.encode()).await;
@@ -597,11 +373,8 @@ async fn overflow_ends_the_subscription_with_a_resume_point() {
         assert!(delivered.contains(seq), "seq {seq} ≤ resume {resume} was not delivered");
     }
     // Resume: the rest arrives, oldest first.
-    let resumed = Frame::Subscribe(Subscribe {
-        sub_id: "again".into(),
-        filters: vec![kinds(&[1000])],
-        after_seq: Some(resume),
-    });
+    let resumed =
+        Frame::Subscribe(Subscribe { sub_id: "again".into(), filters: vec![kinds(&[1000])], after_seq: Some(resume) });
     send_raw(&mut slow, resumed.encode()).await;
     let mut replayed = Vec::new();
     loop {
@@ -613,18 +386,10 @@ async fn overflow_ends_the_subscription_with_a_resume_point() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    let expected: Vec<u64> = published
-        .iter()
-        .map(|(_, seq)| *seq)
-        .filter(|seq| *seq > resume)
-        .collect();
+    let expected: Vec<u64> = published.iter().map(|(_, seq)| *seq).filter(|seq| *seq > resume).collect();
     assert_eq!(replayed, expected);
     // The connection and other subscriptions still work.
-    send_raw(
-        &mut slow,
-        encode_publish_frame(&event(&bob(), 1001, "still here", vec![]).encode()),
-    )
-    .await;
+    send_raw(&mut slow, encode_publish_frame(&event(&bob(), 1001, "still here", vec![]).encode())).await;
     loop {
         match raw_frame(&mut slow).await {
             RawItem::Frame(Frame::Ok(_)) => break,

@@ -34,9 +34,7 @@ pub fn write_key_file(path: &Path, key: &SigningKey) -> CliResult {
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .map_err(|error| format!("cannot create key file {}: {error}", path.display()))?;
+    let mut file = options.open(path).map_err(|error| format!("cannot create key file {}: {error}", path.display()))?;
     writeln!(file, "{}", hex::encode(key.to_bytes()))?;
     Ok(())
 }

@@ -64,7 +64,7 @@ pub fn run(args: RelayArgs) -> CliResult {
         let handle = crate::relay::start(config).await?;
         tracing::info!(addr = %handle.local_addr, %relay_url, db = %db.display(), "relay listening");
         println!("listening on {}", handle.local_addr);
-        wait_for_signal().await?;
+        serve_until_stopped(&handle, &args).await?;
         tracing::info!("shutting down");
         handle.shutdown().await;
         tracing::info!("stopped");
@@ -76,26 +76,31 @@ pub fn run(args: RelayArgs) -> CliResult {
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
-async fn wait_for_signal() -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut terminate = signal(SignalKind::terminate())?;
-        let mut interrupt = signal(SignalKind::interrupt())?;
+/// Waits for SIGINT/SIGTERM; on SIGHUP re-reads the config (with the same command-line
+/// overrides) and applies it, keeping the old one if the new one is bad.
+async fn serve_until_stopped(handle: &crate::relay::RelayHandle, args: &RelayArgs) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
         tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
+            _ = terminate.recv() => return Ok(()),
+            _ = interrupt.recv() => return Ok(()),
+            _ = hangup.recv() => reload(handle, args),
         }
-        Ok(())
     }
-    #[cfg(not(unix))]
+}
+
+fn reload(handle: &crate::relay::RelayHandle, args: &RelayArgs) {
+    match load_config(args)
+        .map_err(|error| error.to_string())
+        .and_then(|config| handle.reload(config).map_err(|error| error.to_string()))
     {
-        tokio::signal::ctrl_c().await
+        Ok(()) => tracing::info!(config = %args.config.display(), "configuration reloaded"),
+        Err(reason) => tracing::error!(%reason, "reload refused; the previous configuration stays in force"),
     }
 }

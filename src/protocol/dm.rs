@@ -45,9 +45,7 @@ fn shared_key(own: &SigningKey, peer: &PublicKey) -> Result<[u8; 32], DmError> {
         return Err(DmError::WeakKey);
     }
     let mut key = [0u8; 32];
-    Hkdf::<Sha256>::new(None, shared.as_bytes())
-        .expand(HKDF_INFO, &mut key)
-        .map_err(|_| DmError::InvalidKey)?;
+    Hkdf::<Sha256>::new(None, shared.as_bytes()).expand(HKDF_INFO, &mut key).map_err(|_| DmError::InvalidKey)?;
     Ok(key)
 }
 
@@ -65,13 +63,7 @@ pub fn seal(sender: &SigningKey, recipient: &PublicKey, plaintext: &[u8]) -> Res
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let aad = associated_data(&sender.verifying_key().to_bytes(), recipient);
     let ciphertext = ChaCha20Poly1305::new(&key.into())
-        .encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: plaintext,
-                aad: &aad,
-            },
-        )
+        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: &aad })
         .map_err(|_| DmError::Decrypt)?;
     let mut content = nonce.to_vec();
     content.extend_from_slice(&ciphertext);
@@ -89,13 +81,7 @@ pub fn open(own: &SigningKey, sender: &PublicKey, recipient: &PublicKey, content
     let (nonce, ciphertext) = content.split_at(NONCE_BYTES);
     let aad = associated_data(sender, recipient);
     ChaCha20Poly1305::new(&key.into())
-        .decrypt(
-            Nonce::from_slice(nonce),
-            Payload {
-                msg: ciphertext,
-                aad: &aad,
-            },
-        )
+        .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: &aad })
         .map_err(|_| DmError::Decrypt)
 }
 
@@ -155,9 +141,6 @@ mod tests {
     fn short_content_fails() {
         let bob = key(2);
         let alice_pub = key(1).verifying_key().to_bytes();
-        assert_eq!(
-            open(&bob, &alice_pub, &bob.verifying_key().to_bytes(), &[0; 27]),
-            Err(DmError::TooShort)
-        );
+        assert_eq!(open(&bob, &alice_pub, &bob.verifying_key().to_bytes(), &[0; 27]), Err(DmError::TooShort));
     }
 }

@@ -92,10 +92,7 @@ pub struct ProtocolError {
 impl ProtocolError {
     /// Builds an error with the given code and reason.
     pub fn new(code: ErrorCode, reason: impl Into<String>) -> Self {
-        ProtocolError {
-            code,
-            reason: reason.into(),
-        }
+        ProtocolError { code, reason: reason.into() }
     }
 
     /// A 400 `invalid:` error.

@@ -31,10 +31,7 @@ pub struct Tag {
 impl Tag {
     /// Builds a tag from a name and values.
     pub fn new<N: Into<String>, V: Into<String>>(name: N, values: impl IntoIterator<Item = V>) -> Self {
-        Tag {
-            name: name.into(),
-            values: values.into_iter().map(Into::into).collect(),
-        }
+        Tag { name: name.into(), values: values.into_iter().map(Into::into).collect() }
     }
 
     /// The first value, if any.
@@ -44,11 +41,10 @@ impl Tag {
 
     /// The canonical sort key: name, then first value, value-less first (spec §3).
     fn canonical_cmp(&self, other: &Tag) -> Ordering {
-        self.name.as_bytes().cmp(other.name.as_bytes()).then_with(|| {
-            self.first_value()
-                .map(str::as_bytes)
-                .cmp(&other.first_value().map(str::as_bytes))
-        })
+        self.name
+            .as_bytes()
+            .cmp(other.name.as_bytes())
+            .then_with(|| self.first_value().map(str::as_bytes).cmp(&other.first_value().map(str::as_bytes)))
     }
 }
 
@@ -113,18 +109,34 @@ impl Sink for Sha256 {
 
 /// Tags sorted into canonical order; fails with 400 on duplicate tags (spec §3).
 pub fn canonical_order(tags: &[Tag]) -> Result<Vec<&Tag>, ProtocolError> {
+    check_encodable(tags)?;
     let mut sorted: Vec<&Tag> = tags.iter().collect();
     sorted.sort_by(|a, b| a.canonical_cmp(b));
-    if let Some(pair) = sorted
-        .windows(2)
-        .find(|pair| pair[0].canonical_cmp(pair[1]) == Ordering::Equal)
-    {
+    if let Some(pair) = sorted.windows(2).find(|pair| pair[0].canonical_cmp(pair[1]) == Ordering::Equal) {
         return Err(ProtocolError::invalid(match pair[0].first_value() {
             Some(value) => format!("duplicate tag {:?} with first value {value:?}", pair[0].name),
             None => format!("duplicate value-less tag {:?}", pair[0].name),
         }));
     }
     Ok(sorted)
+}
+
+/// The canonical form stores counts in uint16 and value lengths in uint32 (spec §3):
+/// larger inputs cannot be signed and are 400, never silently truncated.
+fn check_encodable(tags: &[Tag]) -> Result<(), ProtocolError> {
+    let too_many = |count: usize| count > u16::MAX as usize;
+    if too_many(tags.len()) {
+        return Err(ProtocolError::invalid("more than 65535 tags cannot be encoded"));
+    }
+    for tag in tags {
+        if too_many(tag.name.len()) || too_many(tag.values.len()) {
+            return Err(ProtocolError::invalid("a tag name or value count above 65535 cannot be encoded"));
+        }
+        if tag.values.iter().any(|value| value.len() > u32::MAX as usize) {
+            return Err(ProtocolError::invalid("a tag value above 4 GiB cannot be encoded"));
+        }
+    }
+    Ok(())
 }
 
 fn write_canonical_tags(sorted: &[&Tag], sink: &mut impl Sink) {
@@ -180,17 +192,25 @@ impl Unsigned<'_> {
         sink.put(tags_hash);
     }
 
+    /// The tags hash, after checking the content length fits its uint32 field.
+    fn encodable_tags_hash(&self) -> Result<[u8; 32], ProtocolError> {
+        if self.content.len() > u32::MAX as usize {
+            return Err(ProtocolError::invalid("content above 4 GiB cannot be encoded"));
+        }
+        tags_hash(self.tags)
+    }
+
     /// The `canonical_payload` byte string of spec §3.
     pub fn canonical_payload(&self) -> Result<Vec<u8>, ProtocolError> {
         let mut out = Vec::with_capacity(80 + self.content.len());
-        self.write_payload(&tags_hash(self.tags)?, &mut out);
+        self.write_payload(&self.encodable_tags_hash()?, &mut out);
         Ok(out)
     }
 
     /// The event id: SHA-256 of the canonical payload, hashed without building it.
     pub fn id(&self) -> Result<EventId, ProtocolError> {
         let mut hasher = Sha256::new();
-        self.write_payload(&tags_hash(self.tags)?, &mut hasher);
+        self.write_payload(&self.encodable_tags_hash()?, &mut hasher);
         Ok(hasher.finalize().into())
     }
 }
@@ -205,24 +225,9 @@ impl Event {
         tags: Vec<Tag>,
     ) -> Result<Event, ProtocolError> {
         let pubkey = key.verifying_key().to_bytes();
-        let id = Unsigned {
-            pubkey: &pubkey,
-            created_at,
-            kind,
-            content: &content,
-            tags: &tags,
-        }
-        .id()?;
+        let id = Unsigned { pubkey: &pubkey, created_at, kind, content: &content, tags: &tags }.id()?;
         let sig = key.sign(&id).to_bytes();
-        Ok(Event {
-            id,
-            pubkey,
-            created_at,
-            kind,
-            content,
-            sig,
-            tags,
-        })
+        Ok(Event { id, pubkey, created_at, kind, content, sig, tags })
     }
 
     /// The signed fields of this event.
@@ -270,9 +275,7 @@ impl Event {
         const KEYS: [&str; 7] = ["id", "pubkey", "created_at", "kind", "content", "sig", "tags"];
         let entries = reader.read_map_len("event")?;
         if entries != KEYS.len() {
-            return Err(ProtocolError::invalid(format!(
-                "event must have exactly 7 keys, got {entries}"
-            )));
+            return Err(ProtocolError::invalid(format!("event must have exactly 7 keys, got {entries}")));
         }
         let mut seen = SeenKeys::new();
         let mut event = Event {
@@ -309,19 +312,11 @@ impl Event {
         if self.content.len() > limits.max_content_bytes {
             return Err(ProtocolError::new(
                 ErrorCode::TooLarge,
-                format!(
-                    "content is {} bytes, the limit is {}",
-                    self.content.len(),
-                    limits.max_content_bytes
-                ),
+                format!("content is {} bytes, the limit is {}", self.content.len(), limits.max_content_bytes),
             ));
         }
         if self.tags.len() > limits.max_tags {
-            return Err(ProtocolError::invalid(format!(
-                "{} tags, the limit is {}",
-                self.tags.len(),
-                limits.max_tags
-            )));
+            return Err(ProtocolError::invalid(format!("{} tags, the limit is {}", self.tags.len(), limits.max_tags)));
         }
         self.tags.iter().try_for_each(|tag| check_tag(tag, limits))
     }
@@ -345,23 +340,25 @@ impl Event {
     /// Strict Ed25519 verification of `sig` over `id` (rejects small-order keys and
     /// non-canonical signatures).
     pub fn verify_signature(&self) -> Result<(), ProtocolError> {
-        verify_strict(&self.pubkey, &self.id, &self.sig).map_err(|()| ProtocolError::invalid("bad signature"))
+        verify_strict(&self.pubkey, &self.id, &self.sig).map_err(|_| ProtocolError::invalid("bad signature"))
     }
 
     /// The first value of every tag named `name`, in wire order.
     pub fn tag_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.tags
-            .iter()
-            .filter(move |tag| tag.name == name)
-            .filter_map(Tag::first_value)
+        self.tags.iter().filter(move |tag| tag.name == name).filter_map(Tag::first_value)
     }
 }
 
+/// A signature did not verify in strict mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("bad signature")]
+pub struct BadSignature;
+
 /// Strict Ed25519 verification of `sig` by `pubkey` over `message`.
-pub fn verify_strict(pubkey: &[u8; 32], message: &[u8], sig: &[u8; 64]) -> Result<(), ()> {
-    let key = VerifyingKey::from_bytes(pubkey).map_err(|_| ())?;
+pub fn verify_strict(pubkey: &[u8; 32], message: &[u8], sig: &[u8; 64]) -> Result<(), BadSignature> {
+    let key = VerifyingKey::from_bytes(pubkey).map_err(|_| BadSignature)?;
     // verify_strict rejects small-order keys and R, and non-canonical S.
-    key.verify_strict(message, &Signature::from_bytes(sig)).map_err(|_| ())
+    key.verify_strict(message, &Signature::from_bytes(sig)).map_err(|_| BadSignature)
 }
 
 fn read_created_at(reader: &mut Reader<'_>) -> Result<u64, ProtocolError> {
@@ -390,15 +387,10 @@ fn read_tags(reader: &mut Reader<'_>) -> Result<Vec<Tag>, ProtocolError> {
 pub fn read_tag(reader: &mut Reader<'_>) -> Result<Tag, ProtocolError> {
     let entries = reader.read_map_len("tag")?;
     if entries != 2 {
-        return Err(ProtocolError::invalid(format!(
-            "tag must have exactly 2 keys, got {entries}"
-        )));
+        return Err(ProtocolError::invalid(format!("tag must have exactly 2 keys, got {entries}")));
     }
     let mut seen = SeenKeys::new();
-    let mut tag = Tag {
-        name: String::new(),
-        values: Vec::new(),
-    };
+    let mut tag = Tag { name: String::new(), values: Vec::new() };
     for _ in 0..entries {
         match reader.read_str("tag key")? {
             "name" => {
@@ -427,9 +419,7 @@ pub fn read_str_list(reader: &mut Reader<'_>, list: &str, item: &str) -> Result<
 
 fn check_tag(tag: &Tag, limits: &Limits) -> Result<(), ProtocolError> {
     if tag.name.is_empty() || tag.name.len() > MAX_TAG_NAME_BYTES {
-        return Err(ProtocolError::invalid(format!(
-            "tag name must be 1..={MAX_TAG_NAME_BYTES} bytes"
-        )));
+        return Err(ProtocolError::invalid(format!("tag name must be 1..={MAX_TAG_NAME_BYTES} bytes")));
     }
     if tag.values.len() > limits.max_tag_values {
         return Err(ProtocolError::invalid(format!(

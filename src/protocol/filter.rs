@@ -42,24 +42,15 @@ pub struct Filter {
 pub fn matches(filter: &Filter, event: &Event) -> bool {
     let prefix_of = |prefixes: &Vec<Vec<u8>>, bytes: &[u8]| prefixes.iter().any(|prefix| bytes.starts_with(prefix));
     filter.ids.as_ref().is_none_or(|ids| prefix_of(ids, &event.id))
-        && filter
-            .authors
-            .as_ref()
-            .is_none_or(|authors| prefix_of(authors, &event.pubkey))
+        && filter.authors.as_ref().is_none_or(|authors| prefix_of(authors, &event.pubkey))
         && filter.kinds.as_ref().is_none_or(|kinds| kinds.contains(&event.kind))
-        && filter
-            .since
-            .is_none_or(|since| event.created_at as i128 >= since as i128)
-        && filter
-            .until
-            .is_none_or(|until| event.created_at as i128 <= until as i128)
+        && filter.since.is_none_or(|since| event.created_at as i128 >= since as i128)
+        && filter.until.is_none_or(|until| event.created_at as i128 <= until as i128)
         && filter.tags.as_ref().is_none_or(|conditions| {
             conditions.iter().all(|condition| {
                 event.tags.iter().any(|tag| {
                     tag.name == condition.name
-                        && tag
-                            .first_value()
-                            .is_some_and(|first| condition.values.iter().any(|value| value == first))
+                        && tag.first_value().is_some_and(|first| condition.values.iter().any(|value| value == first))
                 })
             })
         })
@@ -87,15 +78,10 @@ impl Filter {
         check_prefixes("authors", self.authors.as_deref())?;
         for condition in self.tags.iter().flatten() {
             if condition.name.is_empty() || condition.name.len() > MAX_TAG_NAME_BYTES {
-                return Err(ProtocolError::invalid(format!(
-                    "filter tag name must be 1..={MAX_TAG_NAME_BYTES} bytes"
-                )));
+                return Err(ProtocolError::invalid(format!("filter tag name must be 1..={MAX_TAG_NAME_BYTES} bytes")));
             }
             if condition.values.is_empty() {
-                return Err(ProtocolError::invalid(format!(
-                    "filter tag {:?} has no values",
-                    condition.name
-                )));
+                return Err(ProtocolError::invalid(format!("filter tag {:?} has no values", condition.name)));
             }
             check_list_len("tag values", Some(condition.values.len()), max)?;
         }
@@ -131,23 +117,18 @@ impl Filter {
 
 fn check_list_len(what: &str, len: Option<usize>, max: usize) -> Result<(), ProtocolError> {
     match len {
-        Some(len) if len > max => Err(ProtocolError::invalid(format!(
-            "filter {what} has {len} elements, the limit is {max}"
-        ))),
+        Some(len) if len > max => {
+            Err(ProtocolError::invalid(format!("filter {what} has {len} elements, the limit is {max}")))
+        }
         _ => Ok(()),
     }
 }
 
 fn check_prefixes(what: &str, prefixes: Option<&[Vec<u8>]>) -> Result<(), ProtocolError> {
-    match prefixes
-        .into_iter()
-        .flatten()
-        .find(|prefix| prefix.is_empty() || prefix.len() > 32)
-    {
-        Some(prefix) => Err(ProtocolError::invalid(format!(
-            "filter {what} prefix of {} bytes (must be 1..=32)",
-            prefix.len()
-        ))),
+    match prefixes.into_iter().flatten().find(|prefix| prefix.is_empty() || prefix.len() > 32) {
+        Some(prefix) => {
+            Err(ProtocolError::invalid(format!("filter {what} prefix of {} bytes (must be 1..=32)", prefix.len())))
+        }
         None => Ok(()),
     }
 }
@@ -216,11 +197,8 @@ impl Serialize for TagFilter {
 
 impl Serialize for Filter {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let bins = |list: &Vec<Vec<u8>>| {
-            list.iter()
-                .map(|item| serde_bytes::ByteBuf::from(item.clone()))
-                .collect::<Vec<_>>()
-        };
+        let bins =
+            |list: &Vec<Vec<u8>>| list.iter().map(|item| serde_bytes::ByteBuf::from(item.clone())).collect::<Vec<_>>();
         let present = [
             self.ids.is_some(),
             self.authors.is_some(),

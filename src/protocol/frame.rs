@@ -151,13 +151,7 @@ pub struct ErrorMessage {
 impl ErrorMessage {
     /// An ERROR for a protocol error, optionally naming an event.
     pub fn from_error(error: &ProtocolError, id: Option<EventId>) -> Self {
-        ErrorMessage {
-            code: error.code.as_u16(),
-            message: error.message(),
-            id,
-            sub_id: None,
-            seq: None,
-        }
+        ErrorMessage { code: error.code.as_u16(), message: error.message(), id, sub_id: None, seq: None }
     }
 }
 
@@ -255,13 +249,9 @@ impl Frame {
         match self {
             Frame::Publish { event } => encode_publish_frame(event.as_bytes()),
             Frame::Event(message) => encode_event_frame(&message.sub_id, message.seq, message.event.as_bytes()),
-            Frame::Auth(auth) => encode_with_payload(
-                self.frame_type(),
-                &AuthPayload {
-                    pubkey: &auth.pubkey,
-                    sig: &auth.sig,
-                },
-            ),
+            Frame::Auth(auth) => {
+                encode_with_payload(self.frame_type(), &AuthPayload { pubkey: &auth.pubkey, sig: &auth.sig })
+            }
             Frame::Subscribe(subscribe) => encode_with_payload(
                 self.frame_type(),
                 &SubscribePayload {
@@ -286,23 +276,17 @@ impl Frame {
         let mut reader = Reader::new(message);
         let len = reader.read_array_len("frame")?;
         if len != 2 {
-            return Err(ProtocolError::invalid(format!(
-                "frame must be an array of 2 elements, got {len}"
-            )));
+            return Err(ProtocolError::invalid(format!("frame must be an array of 2 elements, got {len}")));
         }
         let frame_type = reader.read_uint("frame type")?;
         let frame = match u8::try_from(frame_type).unwrap_or(u8::MAX) {
             frame_type::AUTH => read_auth(&mut reader)?,
             frame_type::SUBSCRIBE => read_subscribe(&mut reader)?,
-            frame_type::UNSUBSCRIBE => Frame::Unsubscribe {
-                sub_id: read_sub_id_payload(&mut reader)?,
-            },
+            frame_type::UNSUBSCRIBE => Frame::Unsubscribe { sub_id: read_sub_id_payload(&mut reader)? },
             frame_type::PUBLISH => read_publish(&mut reader, message)?,
             frame_type::CHALLENGE => read_challenge(&mut reader)?,
             frame_type::EVENT => read_event_message(&mut reader, message)?,
-            frame_type::EOSE => Frame::Eose {
-                sub_id: read_sub_id_payload(&mut reader)?,
-            },
+            frame_type::EOSE => Frame::Eose { sub_id: read_sub_id_payload(&mut reader)? },
             frame_type::OK => read_ok(&mut reader)?,
             frame_type::ERROR => read_error(&mut reader)?,
             _ => return Err(ProtocolError::invalid(format!("unknown frame type {frame_type}"))),
@@ -400,9 +384,7 @@ fn read_optional_uint(reader: &mut Reader<'_>, what: &str) -> Result<Option<u64>
 fn read_sub_id(reader: &mut Reader<'_>) -> Result<String, ProtocolError> {
     let sub_id = reader.read_str("sub_id")?;
     if sub_id.is_empty() || sub_id.len() > MAX_SUB_ID_BYTES {
-        return Err(ProtocolError::invalid(format!(
-            "sub_id must be 1..={MAX_SUB_ID_BYTES} bytes"
-        )));
+        return Err(ProtocolError::invalid(format!("sub_id must be 1..={MAX_SUB_ID_BYTES} bytes")));
     }
     Ok(sub_id.to_owned())
 }
@@ -416,10 +398,7 @@ fn read_auth(reader: &mut Reader<'_>) -> Result<Frame, ProtocolError> {
         }
         Ok(())
     })?;
-    Ok(Frame::Auth(Auth {
-        pubkey: required(pubkey, "pubkey")?,
-        sig: required(sig, "sig")?,
-    }))
+    Ok(Frame::Auth(Auth { pubkey: required(pubkey, "pubkey")?, sig: required(sig, "sig")? }))
 }
 
 fn read_subscribe(reader: &mut Reader<'_>) -> Result<Frame, ProtocolError> {
@@ -470,9 +449,7 @@ fn read_publish(reader: &mut Reader<'_>, message: &Bytes) -> Result<Frame, Proto
         event = Some(read_raw_event(reader, message)?);
         Ok(())
     })?;
-    Ok(Frame::Publish {
-        event: required(event, "event")?,
-    })
+    Ok(Frame::Publish { event: required(event, "event")? })
 }
 
 fn read_challenge(reader: &mut Reader<'_>) -> Result<Frame, ProtocolError> {
@@ -481,9 +458,7 @@ fn read_challenge(reader: &mut Reader<'_>) -> Result<Frame, ProtocolError> {
         nonce = Some(reader.read_bin_fixed("nonce")?);
         Ok(())
     })?;
-    Ok(Frame::Challenge {
-        nonce: required(nonce, "nonce")?,
-    })
+    Ok(Frame::Challenge { nonce: required(nonce, "nonce")? })
 }
 
 fn read_event_message(reader: &mut Reader<'_>, message: &Bytes) -> Result<Frame, ProtocolError> {
@@ -512,20 +487,11 @@ fn read_ok(reader: &mut Reader<'_>) -> Result<Frame, ProtocolError> {
         }
         Ok(())
     })?;
-    Ok(Frame::Ok(OkMessage {
-        id: required(id, "id")?,
-        seq,
-    }))
+    Ok(Frame::Ok(OkMessage { id: required(id, "id")?, seq }))
 }
 
 fn read_error(reader: &mut Reader<'_>) -> Result<Frame, ProtocolError> {
-    let mut error = ErrorMessage {
-        code: 0,
-        message: String::new(),
-        id: None,
-        sub_id: None,
-        seq: None,
-    };
+    let mut error = ErrorMessage { code: 0, message: String::new(), id: None, sub_id: None, seq: None };
     let seen = read_payload(reader, &["code", "message", "id", "sub_id", "seq"], |reader, index| {
         match index {
             0 => {

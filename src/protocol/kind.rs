@@ -52,13 +52,7 @@ pub const KIND_RANGES: &[KindRange] = &[
         meaning: "identity and metadata",
         behaviour: "stored",
     },
-    KindRange {
-        first: 1000,
-        last: 1999,
-        class: KindClass::Message,
-        meaning: "messages",
-        behaviour: "stored",
-    },
+    KindRange { first: 1000, last: 1999, class: KindClass::Message, meaning: "messages", behaviour: "stored" },
     KindRange {
         first: 2000,
         last: 2999,
@@ -73,13 +67,7 @@ pub const KIND_RANGES: &[KindRange] = &[
         meaning: "ephemeral",
         behaviour: "fanned out live, never stored",
     },
-    KindRange {
-        first: 4000,
-        last: 4999,
-        class: KindClass::Unassigned,
-        meaning: "unassigned",
-        behaviour: "stored",
-    },
+    KindRange { first: 4000, last: 4999, class: KindClass::Unassigned, meaning: "unassigned", behaviour: "stored" },
     KindRange {
         first: 5000,
         last: 5999,
@@ -87,27 +75,9 @@ pub const KIND_RANGES: &[KindRange] = &[
         meaning: "job requests",
         behaviour: "stored; expires_at enforced",
     },
-    KindRange {
-        first: 6000,
-        last: 6999,
-        class: KindClass::JobResult,
-        meaning: "job results",
-        behaviour: "stored",
-    },
-    KindRange {
-        first: 7000,
-        last: 7999,
-        class: KindClass::JobFeedback,
-        meaning: "job feedback",
-        behaviour: "stored",
-    },
-    KindRange {
-        first: 8000,
-        last: 8999,
-        class: KindClass::Unassigned,
-        meaning: "unassigned",
-        behaviour: "stored",
-    },
+    KindRange { first: 6000, last: 6999, class: KindClass::JobResult, meaning: "job results", behaviour: "stored" },
+    KindRange { first: 7000, last: 7999, class: KindClass::JobFeedback, meaning: "job feedback", behaviour: "stored" },
+    KindRange { first: 8000, last: 8999, class: KindClass::Unassigned, meaning: "unassigned", behaviour: "stored" },
     KindRange {
         first: 9000,
         last: 9099,
@@ -115,13 +85,7 @@ pub const KIND_RANGES: &[KindRange] = &[
         meaning: "relay administration",
         behaviour: "admins only; stored; delivered only to admins",
     },
-    KindRange {
-        first: 9100,
-        last: 65535,
-        class: KindClass::Unassigned,
-        meaning: "unassigned",
-        behaviour: "stored",
-    },
+    KindRange { first: 9100, last: 65535, class: KindClass::Unassigned, meaning: "unassigned", behaviour: "stored" },
 ];
 
 /// The class of `kind`.

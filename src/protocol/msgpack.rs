@@ -95,10 +95,7 @@ impl<'a> Reader<'a> {
     }
 
     fn peek_marker(&self) -> Result<Marker> {
-        self.buf
-            .get(self.pos)
-            .map(|byte| Marker::from_u8(*byte))
-            .ok_or_else(truncated)
+        self.buf.get(self.pos).map(|byte| Marker::from_u8(*byte)).ok_or_else(truncated)
     }
 
     /// True if the next value is `nil` (does not consume it).
@@ -153,9 +150,7 @@ impl<'a> Reader<'a> {
     /// Reads a `bin` value of exactly `N` bytes.
     pub fn read_bin_fixed<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
         let bytes = self.read_bin(what)?;
-        bytes
-            .try_into()
-            .map_err(|_| ProtocolError::invalid(format!("{what} must be {N} bytes, got {}", bytes.len())))
+        bytes.try_into().map_err(|_| ProtocolError::invalid(format!("{what} must be {N} bytes, got {}", bytes.len())))
     }
 
     /// Reads an integer of any width and family.
@@ -326,10 +321,7 @@ mod tests {
             (&[0x05][..], Int::Unsigned(5)),
             (&[0xcc, 0xff][..], Int::Unsigned(255)),
             (&[0xd0, 0x05][..], Int::Unsigned(5)),
-            (
-                &[0xd3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff][..],
-                Int::Negative(-1),
-            ),
+            (&[0xd3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff][..], Int::Negative(-1)),
             (&[0xff][..], Int::Negative(-1)),
         ] {
             assert_eq!(Reader::new(bytes).read_int("x").ok(), Some(expected));

@@ -16,9 +16,7 @@ pub const P: &str = "p";
 pub fn expires_at(event: &Event) -> Result<Option<u64>, ProtocolError> {
     let mut earliest: Option<u64> = None;
     for tag in event.tags.iter().filter(|tag| tag.name == EXPIRES_AT) {
-        let value = tag
-            .first_value()
-            .ok_or_else(|| ProtocolError::invalid("expires_at tag has no value"))?;
+        let value = tag.first_value().ok_or_else(|| ProtocolError::invalid("expires_at tag has no value"))?;
         let time = parse_unix_time(value)
             .ok_or_else(|| ProtocolError::invalid(format!("expires_at {value:?} is not a decimal unix time")))?;
         earliest = Some(earliest.map_or(time, |current| current.min(time)));
@@ -55,40 +53,20 @@ mod tests {
     use crate::protocol::event::Tag;
 
     fn event_with(tags: Vec<Tag>) -> Event {
-        Event {
-            id: [0; 32],
-            pubkey: [0; 32],
-            created_at: 0,
-            kind: 1,
-            content: vec![],
-            sig: [0; 64],
-            tags,
-        }
+        Event { id: [0; 32], pubkey: [0; 32], created_at: 0, kind: 1, content: vec![], sig: [0; 64], tags }
     }
 
     #[test]
     fn expires_at_parsing() {
         assert_eq!(expires_at(&event_with(vec![])), Ok(None));
+        assert_eq!(expires_at(&event_with(vec![Tag::new("expires_at", ["100"])])), Ok(Some(100)));
+        assert_eq!(expires_at(&event_with(vec![Tag::new("expires_at", ["007"])])), Ok(Some(7)));
         assert_eq!(
-            expires_at(&event_with(vec![Tag::new("expires_at", ["100"])])),
-            Ok(Some(100))
-        );
-        assert_eq!(
-            expires_at(&event_with(vec![Tag::new("expires_at", ["007"])])),
-            Ok(Some(7))
-        );
-        assert_eq!(
-            expires_at(&event_with(vec![
-                Tag::new("expires_at", ["300"]),
-                Tag::new("expires_at", ["200"])
-            ])),
+            expires_at(&event_with(vec![Tag::new("expires_at", ["300"]), Tag::new("expires_at", ["200"])])),
             Ok(Some(200))
         );
         for bad in ["", "+1", "-1", "1.5", "1e3", " 1", "18446744073709551616", "１"] {
-            assert!(
-                expires_at(&event_with(vec![Tag::new("expires_at", [bad])])).is_err(),
-                "{bad:?}"
-            );
+            assert!(expires_at(&event_with(vec![Tag::new("expires_at", [bad])])).is_err(), "{bad:?}");
         }
         assert!(expires_at(&event_with(vec![Tag::new::<_, String>("expires_at", [])])).is_err());
     }

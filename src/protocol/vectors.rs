@@ -69,20 +69,9 @@ fn inputs() -> Vec<Input> {
         tags,
     };
     let big: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
-    let p = hex::encode(
-        SigningKey::from_bytes(&seed_for("recipient"))
-            .verifying_key()
-            .to_bytes(),
-    );
+    let p = hex::encode(SigningKey::from_bytes(&seed_for("recipient")).verifying_key().to_bytes());
     vec![
-        input(
-            "no-tags",
-            "a plain message without tags",
-            1_700_000_000,
-            1000,
-            b"hello, axon",
-            vec![],
-        ),
+        input("no-tags", "a plain message without tags", 1_700_000_000, 1000, b"hello, axon", vec![]),
         input(
             "unicode",
             "unicode tag names and values",
@@ -105,13 +94,7 @@ fn inputs() -> Vec<Input> {
             1_700_000_003,
             1000,
             b"order",
-            vec![
-                tag("z", &["1"]),
-                tag("a", &["2"]),
-                tag("m", &[]),
-                tag("a", &["1"]),
-                tag("aa", &["0"]),
-            ],
+            vec![tag("z", &["1"]), tag("a", &["2"]), tag("m", &[]), tag("a", &["1"]), tag("aa", &["0"])],
         ),
         input(
             "several-values",
@@ -129,30 +112,9 @@ fn inputs() -> Vec<Input> {
             &[0x00, 0xff, 0xfe, 0x80, 0xc3, 0x28, 0x00],
             vec![],
         ),
-        input(
-            "empty-content",
-            "zero-length content",
-            1_700_000_006,
-            1000,
-            b"",
-            vec![tag("t", &["empty"])],
-        ),
-        input(
-            "content-65536",
-            "content of exactly 65536 bytes (the default limit)",
-            1_700_000_007,
-            1000,
-            &big,
-            vec![],
-        ),
-        input(
-            "created-at-zero-kind-0",
-            "created_at 0 and kind 0 (profile)",
-            0,
-            0,
-            b"{\"name\":\"agent\"}",
-            vec![],
-        ),
+        input("empty-content", "zero-length content", 1_700_000_006, 1000, b"", vec![tag("t", &["empty"])]),
+        input("content-65536", "content of exactly 65536 bytes (the default limit)", 1_700_000_007, 1000, &big, vec![]),
+        input("created-at-zero-kind-0", "created_at 0 and kind 0 (profile)", 0, 0, b"{\"name\":\"agent\"}", vec![]),
         input(
             "created-at-2-40-kind-2999",
             "created_at 2^40 and the last DM kind",
@@ -209,11 +171,7 @@ fn valid_vector(input: Input) -> ValidVector {
         tags: event
             .tags
             .iter()
-            .map(|tag| {
-                std::iter::once(tag.name.clone())
-                    .chain(tag.values.iter().cloned())
-                    .collect()
-            })
+            .map(|tag| std::iter::once(tag.name.clone()).chain(tag.values.iter().cloned()).collect())
             .collect(),
         canonical_tags: hex::encode(tags_bytes),
         tags_hash: hex::encode(tags_hash(&event.tags).unwrap_or_default()),
@@ -351,24 +309,14 @@ fn invalid_vectors() -> Vec<InvalidVector> {
     let mut missing_sig = fields();
     missing_sig.retain(|(name, _)| *name != "sig");
     vec![
-        vector(
-            "wrong-id",
-            "id does not match the canonical payload",
-            with_entry(fields(), "id", bin(&wrong_id)),
-            400,
-        ),
+        vector("wrong-id", "id does not match the canonical payload", with_entry(fields(), "id", bin(&wrong_id)), 400),
         vector(
             "sig-over-payload",
             "signature over the canonical payload instead of the id",
             with_entry(fields(), "sig", bin(&key.sign(&payload).to_bytes())),
             400,
         ),
-        vector(
-            "zeroed-sig",
-            "a signature of 64 zero bytes",
-            with_entry(fields(), "sig", bin(&[0; 64])),
-            400,
-        ),
+        vector("zeroed-sig", "a signature of 64 zero bytes", with_entry(fields(), "sig", bin(&[0; 64])), 400),
         vector(
             "non-canonical-s",
             "signature S not reduced modulo the group order (strict mode)",
@@ -394,48 +342,23 @@ fn invalid_vectors() -> Vec<InvalidVector> {
             400,
         ),
         vector("missing-key", "the sig key is missing", raw_map(&missing_sig), 400),
-        vector(
-            "unknown-key",
-            "an eighth, unknown key",
-            with_entry(fields(), "extra", msgpack_of(&1u8)),
-            400,
-        ),
-        vector(
-            "integer-key",
-            "a map key given as an integer instead of str",
-            int_key_map,
-            400,
-        ),
+        vector("unknown-key", "an eighth, unknown key", with_entry(fields(), "extra", msgpack_of(&1u8)), 400),
+        vector("integer-key", "a map key given as an integer instead of str", int_key_map, 400),
         vector(
             "content-as-str",
             "content given as str instead of bin",
             with_entry(fields(), "content", msgpack_of("hello")),
             400,
         ),
-        vector(
-            "pubkey-31-bytes",
-            "a 31-byte public key",
-            with_entry(fields(), "pubkey", bin(&base.pubkey[..31])),
-            400,
-        ),
-        vector(
-            "negative-created-at",
-            "created_at of -1",
-            with_entry(fields(), "created_at", msgpack_of(&-1i64)),
-            400,
-        ),
+        vector("pubkey-31-bytes", "a 31-byte public key", with_entry(fields(), "pubkey", bin(&base.pubkey[..31])), 400),
+        vector("negative-created-at", "created_at of -1", with_entry(fields(), "created_at", msgpack_of(&-1i64)), 400),
         vector(
             "created-at-2-63",
             "created_at of 2^63, correctly signed",
             signed_breaking("created-at-2-63", 1 << 63, vec![]),
             400,
         ),
-        vector(
-            "kind-65536",
-            "kind above 65535",
-            with_entry(fields(), "kind", msgpack_of(&65536u32)),
-            400,
-        ),
+        vector("kind-65536", "kind above 65535", with_entry(fields(), "kind", msgpack_of(&65536u32)), 400),
         vector(
             "tag-as-array",
             "a tag given as an array instead of a map",
@@ -457,25 +380,11 @@ fn invalid_vectors() -> Vec<InvalidVector> {
         vector(
             "tag-value-1025-bytes",
             "a tag value of 1025 bytes",
-            signed_breaking(
-                "tag-value-1025-bytes",
-                1_700_000_000,
-                vec![tag("t", &[&"v".repeat(1025)])],
-            ),
+            signed_breaking("tag-value-1025-bytes", 1_700_000_000, vec![tag("t", &[&"v".repeat(1025)])]),
             400,
         ),
-        vector(
-            "too-many-tags",
-            "257 tags",
-            signed_breaking("too-many-tags", 1_700_000_000, too_many_tags),
-            400,
-        ),
-        vector(
-            "content-65537",
-            "content of 65537 bytes, correctly signed",
-            too_big.encode(),
-            413,
-        ),
+        vector("too-many-tags", "257 tags", signed_breaking("too-many-tags", 1_700_000_000, too_many_tags), 400),
+        vector("content-65537", "content of 65537 bytes, correctly signed", too_big.encode(), 413),
     ]
 }
 

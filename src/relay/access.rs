@@ -50,10 +50,7 @@ impl Access {
 
     /// True if `key` is an admin.
     pub fn is_admin(&self, key: &PublicKey) -> bool {
-        self.lists
-            .read()
-            .map(|lists| lists.admins.contains(key))
-            .unwrap_or(false)
+        self.lists.read().map(|lists| lists.admins.contains(key)).unwrap_or(false)
     }
 
     /// True if `key` may connect and author events.
@@ -85,20 +82,13 @@ impl Access {
         if event.kind == KIND_ALLOW {
             return Ok(AdminChange::Allow(keys));
         }
-        let lists = self
-            .lists
-            .read()
-            .map_err(|_| ProtocolError::new(ErrorCode::Internal, "access lists unavailable"))?;
-        if let Some(fixed) = keys
-            .iter()
-            .find(|key| lists.admins.contains(*key) || lists.static_allowed.contains(*key))
+        let lists =
+            self.lists.read().map_err(|_| ProtocolError::new(ErrorCode::Internal, "access lists unavailable"))?;
+        if let Some(fixed) = keys.iter().find(|key| lists.admins.contains(*key) || lists.static_allowed.contains(*key))
         {
             return Err(ProtocolError::new(
                 ErrorCode::Duplicate,
-                format!(
-                    "{} is an admin or listed in relay.yaml and cannot be revoked",
-                    hex::encode(fixed)
-                ),
+                format!("{} is an admin or listed in relay.yaml and cannot be revoked", hex::encode(fixed)),
             ));
         }
         Ok(AdminChange::Revoke(keys))
@@ -131,13 +121,8 @@ impl Access {
         let Ok(lists) = self.lists.read() else {
             return Vec::new();
         };
-        let mut keys: Vec<PublicKey> = lists
-            .admins
-            .iter()
-            .chain(&lists.static_allowed)
-            .chain(&lists.dynamic_allowed)
-            .copied()
-            .collect();
+        let mut keys: Vec<PublicKey> =
+            lists.admins.iter().chain(&lists.static_allowed).chain(&lists.dynamic_allowed).copied().collect();
         keys.sort();
         keys.dedup();
         keys

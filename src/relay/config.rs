@@ -75,6 +75,10 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Connections per IP (0 = unlimited).
     pub max_connections_per_ip: usize,
+    /// Authenticated connections per key (0 = unlimited). Not in spec §10; see docs.
+    pub max_connections_per_key: usize,
+    /// New WebSocket handshakes per second per IP (0 = unlimited). Not in spec §10.
+    pub handshakes_per_second_per_ip: u32,
     /// Seconds to drain on shutdown.
     pub drain_timeout_secs: u64,
 }
@@ -99,6 +103,8 @@ impl Default for LimitsConfig {
             publish_burst: 0,
             max_connections: 10000,
             max_connections_per_ip: 0,
+            max_connections_per_key: 0,
+            handshakes_per_second_per_ip: 0,
             drain_timeout_secs: 10,
         }
     }
@@ -184,10 +190,7 @@ impl Default for RelayConfig {
 }
 
 fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        reason: reason.into(),
-    }
+    ConfigError::Invalid { key: key.into(), reason: reason.into() }
 }
 
 /// Parses a list of hex pubkeys, naming the key and index of a bad one.
@@ -197,10 +200,7 @@ fn parse_keys(key: &str, values: &[String]) -> Result<Vec<PublicKey>, ConfigErro
         .enumerate()
         .map(|(index, value)| {
             parse_p_value(&value.to_ascii_lowercase()).ok_or_else(|| {
-                invalid(
-                    &format!("{key}[{index}]"),
-                    format!("{value:?} is not a 64-character hex public key"),
-                )
+                invalid(&format!("{key}[{index}]"), format!("{value:?} is not a 64-character hex public key"))
             })
         })
         .collect()
@@ -212,10 +212,8 @@ impl RelayConfig {
         let config: RelayConfig = if text.trim().is_empty() {
             RelayConfig::default()
         } else {
-            serde_yaml::from_str(text).map_err(|error| ConfigError::Parse {
-                path: origin.into(),
-                message: error.to_string(),
-            })?
+            serde_yaml::from_str(text)
+                .map_err(|error| ConfigError::Parse { path: origin.into(), message: error.to_string() })?
         };
         config.validate()?;
         Ok(config)
@@ -223,10 +221,7 @@ impl RelayConfig {
 
     /// Reads and parses a file.
     pub fn load(path: &Path) -> Result<RelayConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -249,9 +244,7 @@ impl RelayConfig {
 
     /// The listen address.
     pub fn socket_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.addr
-            .parse()
-            .map_err(|_| invalid("addr", format!("{:?} is not host:port", self.addr)))
+        self.addr.parse().map_err(|_| invalid("addr", format!("{:?} is not host:port", self.addr)))
     }
 
     /// Admin keys, decoded.

@@ -20,7 +20,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::fanout::ConnId;
 use super::http::Rewind;
-use super::ingest::{admit, Admitted, Rejection};
+use super::ingest::{admit, Admitted, Publisher, Rejection};
 use super::outbound::{OutFrame, Outbound};
 use super::store::{StoreError, Viewer};
 use super::{unix_now, RelayState};
@@ -60,45 +60,61 @@ fn ok_frame(id: [u8; 32], seq: Option<u64>) -> OutFrame {
     OutFrame::Binary(Frame::Ok(OkMessage { id, seq }).encode())
 }
 
-/// Serves one WebSocket connection until it closes.
-pub async fn serve(socket: Socket, state: Arc<RelayState>, peer: SocketAddr) {
-    let config = state.config();
-    let conn = state.next_conn_id();
-    let outbound = Arc::new(Outbound::new(config.limits.outbound_queue));
-    let (sink, mut reader) = socket.split();
-    let writer = tokio::spawn(write_loop(sink, outbound.clone()));
-    match state
-        .connections
-        .register(conn, outbound.clone(), config.limits.max_connections)
-    {
-        Some(kick) => {
-            if let Some(pubkey) = authenticate(&mut reader, &state, &outbound).await {
-                state.connections.authenticated(conn, pubkey);
-                let viewer = Viewer {
-                    pubkey,
-                    is_admin: state.access.is_admin(&pubkey),
-                };
-                tracing::debug!(%peer, conn, key = %hex::encode(pubkey), "authenticated");
-                let mut session = Session {
-                    conn,
-                    viewer,
-                    state: state.clone(),
-                    outbound: outbound.clone(),
-                    subscriptions: HashSet::new(),
-                };
-                session.run(reader, kick).await;
-                state.fanout.remove_connection(conn);
-            }
-            state.connections.unregister(conn);
+/// Undoes a connection's registrations when it ends, however it ends (also when the
+/// task is aborted at the drain timeout).
+struct ConnectionGuard {
+    state: Arc<RelayState>,
+    conn: ConnId,
+    registered: bool,
+    authenticated: bool,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        if self.authenticated {
+            self.state.fanout.remove_connection(self.conn);
+            self.state.metrics.authenticated.dec();
         }
-        None => {
-            let error = ProtocolError::new(ErrorCode::Unavailable, "too many connections");
-            outbound.push_always(error_frame(&error, None));
-            outbound.push_always(OutFrame::Close(close::TRY_LATER, "too many connections".into()));
+        if self.registered {
+            self.state.connections.unregister(self.conn);
         }
+        self.state.metrics.connections.dec();
     }
-    outbound.close();
-    let _ = writer.await;
+}
+
+/// Serves one WebSocket connection until it closes. The socket writer runs inside this
+/// task, so aborting the task releases the socket.
+pub async fn serve(socket: Socket, state: Arc<RelayState>, peer: SocketAddr) {
+    let outbound = Arc::new(Outbound::new(state.config().limits.outbound_queue));
+    let (sink, reader) = socket.split();
+    let talking = async {
+        converse(reader, state.clone(), outbound.clone(), peer).await;
+        outbound.close();
+    };
+    tokio::join!(write_loop(sink, outbound.clone()), talking);
+}
+
+/// Registers, authenticates, then runs the session.
+async fn converse(mut reader: Reader, state: Arc<RelayState>, outbound: Arc<Outbound>, peer: SocketAddr) {
+    let conn = state.next_conn_id();
+    state.metrics.connections.inc();
+    let mut guard = ConnectionGuard { state: state.clone(), conn, registered: false, authenticated: false };
+    let max = state.config().limits.max_connections;
+    let Some(kick) = state.connections.register(conn, peer.ip(), outbound.clone(), max) else {
+        let error = ProtocolError::new(ErrorCode::Unavailable, "too many connections");
+        outbound.push_always(error_frame(&error, None));
+        outbound.push_always(OutFrame::Close(close::TRY_LATER, "too many connections".into()));
+        return;
+    };
+    guard.registered = true;
+    let Some(pubkey) = authenticate(&mut reader, &state, &outbound).await else { return };
+    state.connections.authenticated(conn, pubkey);
+    state.metrics.authenticated.inc();
+    guard.authenticated = true;
+    tracing::debug!(%peer, conn, key = %hex::encode(pubkey), "authenticated");
+    let viewer = Viewer { pubkey, is_admin: state.access.is_admin(&pubkey) };
+    let mut session = Session { conn, viewer, state, outbound, subscriptions: HashSet::new() };
+    session.run(reader, kick).await;
 }
 
 /// Writes queued frames to the socket; stops after a close or when the queue closes.
@@ -107,19 +123,11 @@ async fn write_loop(mut sink: SplitSink<Socket, Message>, outbound: Arc<Outbound
         let (message, last) = match frame {
             OutFrame::Binary(bytes) => (Message::Binary(bytes), false),
             OutFrame::Ping => (Message::Ping(Vec::new()), false),
-            OutFrame::Close(code, reason) => (
-                Message::Close(Some(CloseFrame {
-                    code: CloseCode::from(code),
-                    reason: reason.into(),
-                })),
-                true,
-            ),
+            OutFrame::Close(code, reason) => {
+                (Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.into() })), true)
+            }
         };
-        let sent = if outbound.is_empty() || last {
-            sink.send(message).await
-        } else {
-            sink.feed(message).await
-        };
+        let sent = if outbound.is_empty() || last { sink.send(message).await } else { sink.feed(message).await };
         if sent.is_err() || last {
             break;
         }
@@ -136,9 +144,13 @@ async fn authenticate(reader: &mut Reader, state: &RelayState, outbound: &Outbou
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     outbound.push_always(OutFrame::Binary(Frame::Challenge { nonce }.encode()));
     let timeout = Duration::from_secs(config.limits.auth_timeout_secs);
-    let outcome = match tokio::time::timeout(timeout, next_auth(reader)).await {
-        Ok(outcome) => outcome,
-        Err(_) => Err(AuthFailure::Close(close::POLICY, "auth timeout")),
+    let mut shutdown = state.shutdown_signal();
+    let outcome = tokio::select! {
+        outcome = tokio::time::timeout(timeout, next_auth(reader)) => match outcome {
+            Ok(outcome) => outcome,
+            Err(_) => Err(AuthFailure::Close(close::POLICY, "auth timeout")),
+        },
+        _ = shutdown.wait_for(|stopping| *stopping) => Err(AuthFailure::Close(close::GOING_AWAY, "relay shutting down")),
     };
     let failure = match outcome {
         Ok(auth) => match check_auth(&auth, &nonce, &config.relay_url, state) {
@@ -191,9 +203,7 @@ async fn next_auth(reader: &mut Reader) -> Result<Auth, AuthFailure> {
                 };
             }
             Message::Text(_) => {
-                return Err(auth_required(
-                    "text messages are not part of the protocol; authenticate first",
-                ))
+                return Err(auth_required("text messages are not part of the protocol; authenticate first"))
             }
             _ => continue,
         }
@@ -216,12 +226,13 @@ fn check_auth(auth: &Auth, nonce: &[u8; 32], relay_url: &str, state: &RelayState
     hasher.update(relay_url.as_bytes());
     let digest: [u8; 32] = hasher.finalize().into();
     verify_strict(&auth.pubkey, &digest, &auth.sig)
-        .map_err(|()| ProtocolError::new(ErrorCode::AuthRequired, "bad AUTH signature"))?;
+        .map_err(|_| ProtocolError::new(ErrorCode::AuthRequired, "bad AUTH signature"))?;
     if !state.access.is_allowed(&auth.pubkey) {
-        return Err(ProtocolError::new(
-            ErrorCode::Restricted,
-            "this key is not on the allowlist",
-        ));
+        return Err(ProtocolError::new(ErrorCode::Restricted, "this key is not on the allowlist"));
+    }
+    let per_key = state.config().limits.max_connections_per_key;
+    if per_key > 0 && state.connections.count_for_key(&auth.pubkey) >= per_key {
+        return Err(ProtocolError::new(ErrorCode::RateLimited, format!("at most {per_key} connections per key")));
     }
     Ok(())
 }
@@ -292,13 +303,33 @@ impl Session {
             }
         };
         if let Ending::Shutdown = ending {
+            self.refuse_buffered(&mut reader).await;
             while let Some(reply) = in_flight.next().await {
                 self.outbound.push(reply).await;
             }
-            self.outbound
-                .push_always(OutFrame::Close(close::GOING_AWAY, "relay shutting down".into()));
+            self.outbound.push_always(OutFrame::Close(close::GOING_AWAY, "relay shutting down".into()));
         }
         // On Gone/Closed, in-flight publishes still commit; only their replies are dropped.
+    }
+
+    /// At shutdown: every PUBLISH still arriving gets 503, so each publish sent before the
+    /// close gets exactly one reply. Reads until the peer is quiet for [`QUIET`], at most
+    /// half the drain timeout.
+    async fn refuse_buffered(&self, reader: &mut Reader) {
+        const QUIET: Duration = Duration::from_millis(100);
+        let shutting_down =
+            ProtocolError::new(ErrorCode::Unavailable, "the relay is shutting down; publish again later");
+        let budget = Duration::from_secs(self.state.config().limits.drain_timeout_secs) / 2;
+        let deadline = tokio::time::Instant::now() + budget;
+        while let Ok(Some(Ok(message))) = tokio::time::timeout(QUIET, reader.next()).await {
+            if tokio::time::Instant::now() > deadline {
+                break;
+            }
+            let Message::Binary(bytes) = message else { continue };
+            if let Ok(Frame::Publish { event }) = Frame::decode(&Bytes::from(bytes)) {
+                self.outbound.push(error_frame(&shutting_down, event.best_effort_id())).await;
+            }
+        }
     }
 
     async fn handle_frame(&mut self, bytes: Bytes, in_flight: &mut InFlight) {
@@ -317,9 +348,7 @@ impl Session {
                 self.subscriptions.remove(&sub_id);
             }
             Frame::Auth(_) => {
-                self.outbound
-                    .push(error_frame(&ProtocolError::invalid("already authenticated"), None))
-                    .await;
+                self.outbound.push(error_frame(&ProtocolError::invalid("already authenticated"), None)).await;
             }
             other => {
                 let error = ProtocolError::invalid(format!(
@@ -333,21 +362,32 @@ impl Session {
 
     async fn publish(&mut self, raw: RawEvent, in_flight: &mut InFlight) {
         let config = self.state.config();
-        match admit(raw, &self.state.access, &config.limits, unix_now()) {
+        let publisher = Publisher { key: self.viewer.pubkey, limiter: &self.state.publish_rate };
+        match admit(raw, &self.state.access, &config.limits, &publisher, unix_now()) {
             Err(Rejection { error, id }) => {
+                self.state.metrics.rejected(error.code.as_u16());
                 self.outbound.push(error_frame(&error, id)).await;
             }
-            Ok(Admitted::Ephemeral(event, raw)) => {
-                self.state.fanout.dispatch_ephemeral(&event, &raw);
-                self.outbound.push(ok_frame(event.id, None)).await;
+            Ok(Admitted::Ephemeral(accepted)) => {
+                self.state.fanout.dispatch_ephemeral(&accepted.event, &accepted.raw);
+                self.state.metrics.events_accepted.inc();
+                self.outbound.push(ok_frame(accepted.event.id, None)).await;
             }
             Ok(Admitted::Store(accepted)) => {
                 let store = self.state.store.clone();
+                let metrics = self.state.metrics.clone();
                 in_flight.push(Box::pin(async move {
                     let id = accepted.event.id;
                     match store.insert(accepted).await {
-                        Ok(seq) => ok_frame(id, Some(seq)),
-                        Err(error) => error_frame(&store_error(&error), Some(id)),
+                        Ok(seq) => {
+                            metrics.events_accepted.inc();
+                            ok_frame(id, Some(seq))
+                        }
+                        Err(error) => {
+                            let error = store_error(&error);
+                            metrics.rejected(error.code.as_u16());
+                            error_frame(&error, Some(id))
+                        }
                     }
                 }));
             }
@@ -369,11 +409,7 @@ impl Session {
             self.outbound.push(sub_error_frame(&error, &subscribe.sub_id)).await;
             return;
         }
-        let Subscribe {
-            sub_id,
-            filters,
-            after_seq,
-        } = subscribe;
+        let Subscribe { sub_id, filters, after_seq } = subscribe;
         self.subscriptions.insert(sub_id.clone());
         let registered = self.state.fanout.subscribe(
             self.conn,
@@ -385,14 +421,8 @@ impl Session {
             limits.outbound_queue,
         );
         let sent = match after_seq {
-            None => {
-                self.send_newest(&sub_id, filters, registered.snapshot, limits.max_limit)
-                    .await
-            }
-            Some(after) => {
-                self.send_replay(&sub_id, Arc::new(filters), after, registered.snapshot)
-                    .await
-            }
+            None => self.send_newest(&sub_id, filters, registered.snapshot, limits.max_limit).await,
+            Some(after) => self.send_replay(&sub_id, Arc::new(filters), after, registered.snapshot).await,
         };
         if let Err(error) = sent {
             self.state.fanout.unsubscribe(self.conn, &sub_id);
@@ -403,9 +433,7 @@ impl Session {
         if !self.state.fanout.contains(self.conn, &sub_id) {
             return; // replaced or overflowed meanwhile
         }
-        self.outbound
-            .push(OutFrame::Binary(Frame::Eose { sub_id: sub_id.clone() }.encode()))
-            .await;
+        self.outbound.push(OutFrame::Binary(Frame::Eose { sub_id: sub_id.clone() }.encode())).await;
         if self.state.fanout.go_live(self.conn, &sub_id).is_err() {
             self.subscriptions.remove(&sub_id);
         }
@@ -418,15 +446,11 @@ impl Session {
         snapshot: u64,
         max_limit: u64,
     ) -> Result<(), StoreError> {
-        let rows = self
-            .state
-            .store
-            .query_newest(filters, self.viewer, snapshot, unix_now(), max_limit)
-            .await?;
+        let timer = self.state.metrics.query_seconds.start_timer();
+        let rows = self.state.store.query_newest(filters, self.viewer, snapshot, unix_now(), max_limit).await?;
+        timer.observe_duration();
         for row in rows {
-            self.outbound
-                .push(OutFrame::Binary(encode_event_frame(sub_id, row.seq, &row.raw)))
-                .await;
+            self.outbound.push(OutFrame::Binary(encode_event_frame(sub_id, row.seq, &row.raw))).await;
         }
         Ok(())
     }
@@ -440,18 +464,18 @@ impl Session {
     ) -> Result<(), StoreError> {
         let mut cursor = after;
         loop {
+            let timer = self.state.metrics.query_seconds.start_timer();
             let rows = self
                 .state
                 .store
                 .query_replay_page(filters.clone(), self.viewer, cursor, snapshot, unix_now(), REPLAY_PAGE)
                 .await?;
+            timer.observe_duration();
             let Some(last) = rows.last().map(|row| row.seq) else {
                 return Ok(());
             };
             for row in &rows {
-                self.outbound
-                    .push(OutFrame::Binary(encode_event_frame(sub_id, row.seq, &row.raw)))
-                    .await;
+                self.outbound.push(OutFrame::Binary(encode_event_frame(sub_id, row.seq, &row.raw))).await;
             }
             cursor = last;
         }

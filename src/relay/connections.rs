@@ -2,6 +2,7 @@
 //! close them at once (spec §7.6).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -12,6 +13,7 @@ use crate::protocol::frame::{ErrorMessage, Frame};
 use crate::protocol::PublicKey;
 
 struct Entry {
+    ip: IpAddr,
     pubkey: Option<PublicKey>,
     outbound: Arc<Outbound>,
     kick: Arc<Notify>,
@@ -32,21 +34,32 @@ impl Connections {
     }
 
     /// Registers a connection unless `max` are already open; returns its kick signal.
-    pub fn register(&self, conn: ConnId, outbound: Arc<Outbound>, max: usize) -> Option<Arc<Notify>> {
+    pub fn register(&self, conn: ConnId, ip: IpAddr, outbound: Arc<Outbound>, max: usize) -> Option<Arc<Notify>> {
         let mut entries = self.lock();
         if entries.len() >= max {
             return None;
         }
         let kick = Arc::new(Notify::new());
-        entries.insert(
-            conn,
-            Entry {
-                pubkey: None,
-                outbound,
-                kick: kick.clone(),
-            },
-        );
+        entries.insert(conn, Entry { ip, pubkey: None, outbound, kick: kick.clone() });
         Some(kick)
+    }
+
+    /// Open connections from `ip`.
+    pub fn count_for_ip(&self, ip: IpAddr) -> usize {
+        self.lock().values().filter(|entry| entry.ip == ip).count()
+    }
+
+    /// Connections authenticated as `key`.
+    pub fn count_for_key(&self, key: &PublicKey) -> usize {
+        self.lock().values().filter(|entry| entry.pubkey.as_ref() == Some(key)).count()
+    }
+
+    /// Authenticated keys of every open connection, each once.
+    pub fn keys(&self) -> Vec<PublicKey> {
+        let mut keys: Vec<PublicKey> = self.lock().values().filter_map(|entry| entry.pubkey).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
     }
 
     /// Records the key a connection authenticated as.
@@ -71,6 +84,12 @@ impl Connections {
         self.len() == 0
     }
 
+    /// Closes (403, 1008) every connection whose key `still_allowed` rejects.
+    pub fn kick_disallowed(&self, still_allowed: impl Fn(&PublicKey) -> bool) {
+        let disallowed: Vec<PublicKey> = self.keys().into_iter().filter(|key| !still_allowed(key)).collect();
+        self.kick(&disallowed);
+    }
+
     /// Sends ERROR 403 and close 1008 to every connection authenticated as one of `keys`.
     pub fn kick(&self, keys: &[PublicKey]) {
         if keys.is_empty() {
@@ -85,9 +104,7 @@ impl Connections {
                     sub_id: None,
                     seq: None,
                 };
-                entry
-                    .outbound
-                    .push_always(OutFrame::Binary(Frame::Error(error).encode()));
+                entry.outbound.push_always(OutFrame::Binary(Frame::Error(error).encode()));
                 entry.outbound.push_always(OutFrame::Close(1008, "revoked".into()));
                 entry.kick.notify_one();
             }

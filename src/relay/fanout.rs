@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
+use super::metrics::Metrics;
 use super::outbound::{OutFrame, Outbound};
 use super::store::{Committed, Viewer};
 use crate::protocol::filter::any_matches;
@@ -27,10 +28,7 @@ type SubKey = u64;
 /// Where a subscription is in its life.
 enum Phase {
     /// Sending stored events; live ones wait here until EOSE.
-    Stored {
-        pending: Vec<(u64, Bytes)>,
-        overflowed: bool,
-    },
+    Stored { pending: Vec<(u64, Bytes)>, overflowed: bool },
     /// Receiving live events directly.
     Live,
 }
@@ -65,46 +63,29 @@ enum Slot {
 /// A filter with an empty list can match nothing and gets no slot.
 fn slots_for(filter: &Filter) -> Vec<Slot> {
     if let Some(condition) = filter.tags.as_ref().and_then(|tags| tags.first()) {
-        return condition
-            .values
-            .iter()
-            .map(|value| Slot::Tag(condition.name.clone(), value.clone()))
-            .collect();
+        return condition.values.iter().map(|value| Slot::Tag(condition.name.clone(), value.clone())).collect();
     }
     if let Some(authors) = &filter.authors {
-        return authors
-            .iter()
-            .filter_map(|prefix| prefix.first())
-            .map(|byte| Slot::AuthorByte(*byte))
-            .collect();
+        return authors.iter().filter_map(|prefix| prefix.first()).map(|byte| Slot::AuthorByte(*byte)).collect();
     }
     if let Some(kinds) = &filter.kinds {
         return kinds.iter().map(|kind| Slot::Kind(*kind)).collect();
     }
     if let Some(ids) = &filter.ids {
-        return ids
-            .iter()
-            .filter_map(|prefix| prefix.first())
-            .map(|byte| Slot::IdByte(*byte))
-            .collect();
+        return ids.iter().filter_map(|prefix| prefix.first()).map(|byte| Slot::IdByte(*byte)).collect();
     }
     vec![Slot::Everything]
 }
 
 /// The slots an event can be found under.
 fn slots_of(event: &Event) -> impl Iterator<Item = Slot> + '_ {
-    let tags = event.tags.iter().filter_map(|tag| {
-        tag.first_value()
-            .map(|value| Slot::Tag(tag.name.clone(), value.to_owned()))
-    });
-    [
-        Slot::AuthorByte(event.pubkey[0]),
-        Slot::Kind(event.kind),
-        Slot::IdByte(event.id[0]),
-        Slot::Everything,
-    ]
-    .into_iter()
-    .chain(tags)
+    let tags = event
+        .tags
+        .iter()
+        .filter_map(|tag| tag.first_value().map(|value| Slot::Tag(tag.name.clone(), value.to_owned())));
+    [Slot::AuthorByte(event.pubkey[0]), Slot::Kind(event.kind), Slot::IdByte(event.id[0]), Slot::Everything]
+        .into_iter()
+        .chain(tags)
 }
 
 /// DM and admin visibility (spec §9.3).
@@ -143,9 +124,9 @@ pub struct Overflowed {
 }
 
 /// Every live subscription of the relay.
-#[derive(Default)]
 pub struct Fanout {
     registry: Mutex<Registry>,
+    metrics: Arc<Metrics>,
 }
 
 /// The ERROR frame that ends an overflowing subscription.
@@ -181,17 +162,14 @@ impl Registry {
 
     /// Subscriptions that could match `event`, each once.
     fn candidates(&self, event: &Event) -> Vec<SubKey> {
-        let mut keys: Vec<SubKey> = slots_of(event)
-            .filter_map(|slot| self.index.get(&slot))
-            .flatten()
-            .copied()
-            .collect();
+        let mut keys: Vec<SubKey> =
+            slots_of(event).filter_map(|slot| self.index.get(&slot)).flatten().copied().collect();
         keys.sort_unstable();
         keys.dedup();
         keys
     }
 
-    fn deliver(&mut self, event: &Event, raw: &Bytes, seq: u64) {
+    fn deliver(&mut self, event: &Event, raw: &Bytes, seq: u64, metrics: &Metrics) {
         let mut overflowed = Vec::new();
         for key in self.candidates(event) {
             let Some(subscription) = self.subscriptions.get_mut(&key) else {
@@ -201,10 +179,7 @@ impl Registry {
                 continue;
             }
             match &mut subscription.phase {
-                Phase::Stored {
-                    pending,
-                    overflowed: full,
-                } => {
+                Phase::Stored { pending, overflowed: full } => {
                     if pending.len() >= subscription.pending_capacity {
                         *full = true;
                     } else if !*full {
@@ -215,6 +190,7 @@ impl Registry {
                     let frame = OutFrame::Binary(encode_event_frame(&subscription.sub_id, seq, raw));
                     if subscription.outbound.try_push(frame).is_ok() {
                         subscription.delivered_through = subscription.delivered_through.max(seq);
+                        metrics.deliveries.inc();
                     } else {
                         overflowed.push((key, resume_point(subscription, seq)));
                     }
@@ -223,25 +199,20 @@ impl Registry {
         }
         for (key, resume) in overflowed {
             self.end_with_overflow(key, resume);
+            metrics.overflows.inc();
         }
     }
 
     fn end_with_overflow(&mut self, key: SubKey, resume: u64) {
         if let Some(subscription) = self.remove(key) {
-            subscription
-                .outbound
-                .push_always(overflow_frame(&subscription.sub_id, resume));
+            subscription.outbound.push_always(overflow_frame(&subscription.sub_id, resume));
         }
     }
 }
 
 /// §9.4's resume point when the event with `seq` (0 = ephemeral) could not be queued.
 fn resume_point(subscription: &Subscription, seq: u64) -> u64 {
-    let through = if seq > 0 {
-        seq - 1
-    } else {
-        subscription.delivered_through
-    };
+    let through = if seq > 0 { seq - 1 } else { subscription.delivered_through };
     through.max(subscription.start)
 }
 
@@ -258,6 +229,11 @@ fn flush_pending(subscription: &mut Subscription, pending: Vec<(u64, Bytes)>) ->
 }
 
 impl Fanout {
+    /// An empty registry reporting into `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Fanout {
+        Fanout { registry: Mutex::new(Registry::default()), metrics }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Registry> {
         match self.registry.lock() {
             Ok(guard) => guard,
@@ -306,10 +282,7 @@ impl Fanout {
                 filters,
                 viewer,
                 outbound,
-                phase: Phase::Stored {
-                    pending: Vec::new(),
-                    overflowed: false,
-                },
+                phase: Phase::Stored { pending: Vec::new(), overflowed: false },
                 start,
                 delivered_through: start.max(snapshot),
                 pending_capacity,
@@ -332,15 +305,13 @@ impl Fanout {
         let Phase::Stored { pending, overflowed } = std::mem::replace(&mut subscription.phase, Phase::Live) else {
             return Ok(());
         };
-        let resume = if overflowed {
-            Some(subscription.delivered_through)
-        } else {
-            flush_pending(subscription, pending)
-        };
+        let resume =
+            if overflowed { Some(subscription.delivered_through) } else { flush_pending(subscription, pending) };
         match resume {
             None => Ok(()),
             Some(resume) => {
                 registry.end_with_overflow(key, resume);
+                self.metrics.overflows.inc();
                 Err(Overflowed { resume })
             }
         }
@@ -362,12 +333,8 @@ impl Fanout {
     /// Removes every subscription of a connection.
     pub fn remove_connection(&self, conn: ConnId) {
         let mut registry = self.lock();
-        let keys: Vec<SubKey> = registry
-            .subscriptions
-            .iter()
-            .filter(|(_, sub)| sub.conn == conn)
-            .map(|(key, _)| *key)
-            .collect();
+        let keys: Vec<SubKey> =
+            registry.subscriptions.iter().filter(|(_, sub)| sub.conn == conn).map(|(key, _)| *key).collect();
         for key in keys {
             registry.remove(key);
         }
@@ -377,14 +344,14 @@ impl Fanout {
     pub fn dispatch_committed(&self, events: &[Committed]) {
         let mut registry = self.lock();
         for committed in events {
-            registry.deliver(&committed.accepted.event, &committed.accepted.raw, committed.seq);
+            registry.deliver(&committed.accepted.event, &committed.accepted.raw, committed.seq, &self.metrics);
             registry.fanned_through = registry.fanned_through.max(committed.seq);
         }
     }
 
     /// Delivers an ephemeral event (seq 0) to live subscriptions.
     pub fn dispatch_ephemeral(&self, event: &Event, raw: &Bytes) {
-        self.lock().deliver(event, raw, 0);
+        self.lock().deliver(event, raw, 0, &self.metrics);
     }
 
     /// Number of live subscriptions.

@@ -10,6 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::config::RelayConfig;
+use super::RelayState;
 use crate::protocol::kind::KIND_RANGES;
 
 /// The largest request head accepted.
@@ -29,16 +30,12 @@ pub struct RequestHead {
 impl RequestHead {
     /// The first value of a header.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
+        self.headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
     }
 
     /// True for a WebSocket upgrade request.
     pub fn is_websocket(&self) -> bool {
-        self.header("upgrade")
-            .is_some_and(|value| value.eq_ignore_ascii_case("websocket"))
+        self.header("upgrade").is_some_and(|value| value.eq_ignore_ascii_case("websocket"))
     }
 }
 
@@ -109,6 +106,8 @@ pub fn info_document(config: &RelayConfig) -> serde_json::Value {
             "publish_burst": limits.publish_burst,
             "max_connections": limits.max_connections,
             "max_connections_per_ip": limits.max_connections_per_ip,
+            "max_connections_per_key": limits.max_connections_per_key,
+            "handshakes_per_second_per_ip": limits.handshakes_per_second_per_ip,
             "drain_timeout_secs": limits.drain_timeout_secs,
         },
         "kinds": kinds,
@@ -122,38 +121,41 @@ pub struct Response {
     body: String,
 }
 
+impl Response {
+    /// 429 with a short reason, for refused handshakes.
+    pub fn too_many_requests(reason: &str) -> Response {
+        Response { status: 429, content_type: "text/plain; charset=utf-8", body: format!("rate-limited: {reason}\n") }
+    }
+}
+
 /// Routes a non-WebSocket request.
-pub fn route(head: &RequestHead, config: &RelayConfig, serving: bool) -> Response {
-    let text = |status, body: &str| Response {
-        status,
-        content_type: "text/plain; charset=utf-8",
-        body: body.to_owned(),
-    };
+pub fn route(head: &RequestHead, state: &RelayState) -> Response {
+    let config = state.config();
+    let config = config.as_ref();
+    let serving = state.is_serving();
+    let text =
+        |status, body: &str| Response { status, content_type: "text/plain; charset=utf-8", body: body.to_owned() };
     if head.method != "GET" {
         return text(405, "method not allowed\n");
     }
-    let wants_json = head
-        .header("accept")
-        .is_some_and(|accept| accept.contains("application/json"));
+    let wants_json = head.header("accept").is_some_and(|accept| accept.contains("application/json"));
     match head.path.split('?').next().unwrap_or_default() {
         "/health" if serving => text(200, "ok"),
         "/health" => text(503, "unavailable"),
         "/info" => json_response(config),
+        "/metrics" => Response {
+            status: 200,
+            content_type: "text/plain; version=0.0.4",
+            body: state.metrics.render(&config.db, state.fanout.len()),
+        },
         "/" if wants_json => json_response(config),
-        "/" => text(
-            200,
-            "Axon relay (axon.v1). Connect with a WebSocket; GET /info for details.\n",
-        ),
+        "/" => text(200, "Axon relay (axon.v1). Connect with a WebSocket; GET /info for details.\n"),
         _ => text(404, "not found\n"),
     }
 }
 
 fn json_response(config: &RelayConfig) -> Response {
-    Response {
-        status: 200,
-        content_type: "application/json",
-        body: info_document(config).to_string(),
-    }
+    Response { status: 200, content_type: "application/json", body: info_document(config).to_string() }
 }
 
 /// Writes a response and closes the connection.
@@ -162,6 +164,7 @@ pub async fn respond(stream: &mut TcpStream, response: Response) -> std::io::Res
         200 => "OK",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        429 => "Too Many Requests",
         _ => "Service Unavailable",
     };
     let head = format!(

@@ -2,15 +2,15 @@
 //! check, commit) and fan-out follow in the connection and the writer.
 
 use std::sync::Arc;
-
-use bytes::Bytes;
+use std::time::Instant;
 
 use super::access::Access;
 use super::config::LimitsConfig;
+use super::rate::RateLimiter;
 use super::store::Accepted;
 use crate::protocol::kind::{is_admin, is_ephemeral};
 use crate::protocol::tags::expires_at;
-use crate::protocol::{ErrorCode, Event, EventId, ProtocolError, RawEvent};
+use crate::protocol::{ErrorCode, EventId, ProtocolError, PublicKey, RawEvent};
 
 /// A refused publish: the error and the event id when it could be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,39 +25,41 @@ pub struct Rejection {
 #[derive(Debug)]
 pub enum Admitted {
     /// Fan out and acknowledge without a seq.
-    Ephemeral(Event, Bytes),
+    Ephemeral(Arc<Accepted>),
     /// Store, then fan out and acknowledge with the seq.
     Store(Arc<Accepted>),
 }
 
+/// The connection publishing: its authenticated key and the relay's publish buckets.
+pub struct Publisher<'a> {
+    /// The key the connection authenticated as (rate limits are per connection key).
+    pub key: PublicKey,
+    /// Token buckets per key.
+    pub limiter: &'a RateLimiter<PublicKey>,
+}
+
 /// Runs every rule before storage: validation (§3) → author allowed → kind rules →
-/// expires_at → created_at skew → admin event content.
-pub fn admit(raw: RawEvent, access: &Access, limits: &LimitsConfig, now: u64) -> Result<Admitted, Rejection> {
-    let event = raw.decode().map_err(|error| Rejection {
-        error,
-        id: raw.best_effort_id(),
-    })?;
+/// expires_at → created_at skew → rate limit → admin event content.
+pub fn admit(
+    raw: RawEvent,
+    access: &Access,
+    limits: &LimitsConfig,
+    publisher: &Publisher<'_>,
+    now: u64,
+) -> Result<Admitted, Rejection> {
+    let event = raw.decode().map_err(|error| Rejection { error, id: raw.best_effort_id() })?;
     let id = Some(event.id);
     let reject = |error| Rejection { error, id };
     event.validate(&limits.protocol()).map_err(reject)?;
     if !access.is_allowed(&event.pubkey) {
-        return Err(reject(ProtocolError::new(
-            ErrorCode::Restricted,
-            "the event's author is not on the allowlist",
-        )));
+        return Err(reject(ProtocolError::new(ErrorCode::Restricted, "the event's author is not on the allowlist")));
     }
     if is_admin(event.kind) && !access.is_admin(&event.pubkey) {
-        return Err(reject(ProtocolError::new(
-            ErrorCode::Restricted,
-            "admin kinds must be authored by an admin",
-        )));
+        return Err(reject(ProtocolError::new(ErrorCode::Restricted, "admin kinds must be authored by an admin")));
     }
     let expiry = expires_at(&event).map_err(reject)?;
     if expiry.is_some_and(|time| time <= now) {
-        return Err(reject(ProtocolError::new(
-            ErrorCode::Expired,
-            "expires_at is already past",
-        )));
+        return Err(reject(ProtocolError::new(ErrorCode::Expired, "expires_at is already past")));
     }
     if event.created_at > now.saturating_add(limits.max_future_skew_secs) {
         return Err(reject(ProtocolError::invalid(format!(
@@ -65,15 +67,18 @@ pub fn admit(raw: RawEvent, access: &Access, limits: &LimitsConfig, now: u64) ->
             limits.max_future_skew_secs
         ))));
     }
+    if !publisher.limiter.allow(publisher.key, limits.publish_per_second, limits.publish_burst, Instant::now()) {
+        return Err(reject(ProtocolError::new(
+            ErrorCode::RateLimited,
+            format!("at most {} events per second per key", limits.publish_per_second),
+        )));
+    }
     if is_admin(event.kind) {
         access.check_admin_event(&event).map_err(reject)?;
     }
-    if is_ephemeral(event.kind) {
-        return Ok(Admitted::Ephemeral(event, raw.0));
+    let accepted = Arc::new(Accepted { event, raw: raw.0, expires_at: expiry });
+    if is_ephemeral(accepted.event.kind) {
+        return Ok(Admitted::Ephemeral(accepted));
     }
-    Ok(Admitted::Store(Arc::new(Accepted {
-        event,
-        raw: raw.0,
-        expires_at: expiry,
-    })))
+    Ok(Admitted::Store(accepted))
 }

@@ -7,7 +7,9 @@ pub mod connections;
 pub mod fanout;
 pub mod http;
 pub mod ingest;
+pub mod metrics;
 pub mod outbound;
+pub mod rate;
 pub mod server;
 pub mod store;
 
@@ -22,7 +24,8 @@ use access::Access;
 use config::{ConfigError, RelayConfig};
 use connections::Connections;
 use fanout::Fanout;
-use store::{CommitHook, Committed, Store, StoreError};
+use metrics::Metrics;
+use store::{BatchStats, CommitHook, Committed, Store, StoreError};
 
 use crate::protocol::kind::is_admin;
 use crate::protocol::Event;
@@ -57,6 +60,12 @@ pub struct RelayState {
     pub fanout: Arc<Fanout>,
     /// Open connections.
     pub connections: Arc<Connections>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Publish token buckets per authenticated key.
+    pub publish_rate: rate::RateLimiter<crate::protocol::PublicKey>,
+    /// Handshake token buckets per IP.
+    pub handshake_rate: rate::RateLimiter<std::net::IpAddr>,
     serving: AtomicBool,
     next_conn: AtomicU64,
     shutdown: watch::Receiver<bool>,
@@ -81,6 +90,27 @@ impl RelayState {
         self.serving.load(Ordering::Relaxed)
     }
 
+    /// See [`RelayHandle::reload`].
+    pub fn reload(&self, config: RelayConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        let current = self.config();
+        for (key, changed) in [("addr", config.addr != current.addr), ("db", config.db != current.db)] {
+            if changed {
+                return Err(ConfigError::Invalid {
+                    key: key.into(),
+                    reason: "cannot change while running; restart the relay".into(),
+                });
+            }
+        }
+        self.access.set_static(config.admin_keys()?, config.allowlist_keys()?);
+        match self.config.write() {
+            Ok(mut slot) => *slot = Arc::new(config),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(config),
+        }
+        self.connections.kick_disallowed(|key| self.access.is_allowed(key));
+        Ok(())
+    }
+
     /// A receiver that turns true when shutdown begins.
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.clone()
@@ -89,10 +119,7 @@ impl RelayState {
 
 /// Current unix time in seconds.
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_secs()).unwrap_or(0)
 }
 
 /// Runs after each commit on the writer thread: admin changes, revokes, fan-out.
@@ -100,14 +127,14 @@ struct RelayHook {
     access: Arc<Access>,
     fanout: Arc<Fanout>,
     connections: Arc<Connections>,
+    metrics: Arc<Metrics>,
 }
 
 impl CommitHook for RelayHook {
-    fn committed(&mut self, events: &[Committed]) {
-        for committed in events
-            .iter()
-            .filter(|committed| is_admin(committed.accepted.event.kind))
-        {
+    fn committed(&mut self, events: &[Committed], stats: BatchStats) {
+        self.metrics.write_batch_size.observe(stats.requests as f64);
+        self.metrics.commit_seconds.observe(stats.elapsed.as_secs_f64());
+        for committed in events.iter().filter(|committed| is_admin(committed.accepted.event.kind)) {
             apply_admin_event(&self.access, &self.connections, &committed.accepted.event);
         }
         self.fanout.dispatch_committed(events);
@@ -133,6 +160,13 @@ pub struct RelayHandle {
 }
 
 impl RelayHandle {
+    /// Applies a new configuration (SIGHUP): admins, allowlist, limits and retention take
+    /// effect at once; connections of keys no longer allowed are closed (403, 1008), all
+    /// others stay. `addr` and `db` cannot change while running: a change is refused.
+    pub fn reload(&self, config: RelayConfig) -> Result<(), ConfigError> {
+        self.state.reload(config)
+    }
+
     /// Begins a graceful shutdown and waits for it to finish (bounded by the drain timeout).
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -144,24 +178,21 @@ impl RelayHandle {
 pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
     config.validate()?;
     let access = Arc::new(Access::new(config.admin_keys()?, config.allowlist_keys()?));
-    let fanout = Arc::new(Fanout::default());
+    let metrics = Arc::new(Metrics::new());
+    let fanout = Arc::new(Fanout::new(metrics.clone()));
     let connections = Arc::new(Connections::default());
     let hook = RelayHook {
         access: access.clone(),
         fanout: fanout.clone(),
         connections: connections.clone(),
+        metrics: metrics.clone(),
     };
     let store = Store::open(&config.db, Box::new(hook))?;
     replay_admin_log(&store, &access)?;
     fanout.set_fanned_through(store.last_seq()?);
     let addr = config.addr.clone();
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .map_err(|source| RelayError::Bind { addr, source })?;
-    let local_addr = listener.local_addr().map_err(|source| RelayError::Bind {
-        addr: config.addr.clone(),
-        source,
-    })?;
+    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|source| RelayError::Bind { addr, source })?;
+    let local_addr = listener.local_addr().map_err(|source| RelayError::Bind { addr: config.addr.clone(), source })?;
     let (shutdown, shutdown_receiver) = watch::channel(false);
     let state = Arc::new(RelayState {
         config: RwLock::new(Arc::new(config)),
@@ -169,17 +200,15 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
         store,
         fanout,
         connections,
+        metrics,
+        publish_rate: rate::RateLimiter::default(),
+        handshake_rate: rate::RateLimiter::default(),
         serving: AtomicBool::new(true),
         next_conn: AtomicU64::new(1),
         shutdown: shutdown_receiver,
     });
     let server = tokio::spawn(server::run(listener, state.clone()));
-    Ok(RelayHandle {
-        local_addr,
-        state,
-        shutdown,
-        server,
-    })
+    Ok(RelayHandle { local_addr, state, shutdown, server })
 }
 
 /// Re-applies every stored ALLOW/REVOKE in seq order.

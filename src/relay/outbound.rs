@@ -43,10 +43,7 @@ impl Outbound {
     /// A queue holding at most `capacity` frames for fan-out.
     pub fn new(capacity: usize) -> Outbound {
         Outbound {
-            state: Mutex::new(State {
-                frames: VecDeque::with_capacity(capacity.min(64)),
-                closed: false,
-            }),
+            state: Mutex::new(State { frames: VecDeque::with_capacity(capacity.min(64)), closed: false }),
             capacity,
             frame_ready: Notify::new(),
             space_ready: Notify::new(),

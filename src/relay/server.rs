@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::http::{read_head, respond, route, Rewind};
+use super::http::{read_head, respond, route, Response as HttpResponse, Rewind};
 use super::{connection, unix_now, RelayState};
 
 /// The WebSocket subprotocol a client may offer; the relay echoes it.
@@ -45,10 +45,7 @@ pub async fn run(listener: TcpListener, state: Arc<RelayState>) {
     pruner.abort();
     let drain = Duration::from_secs(state.config().limits.drain_timeout_secs);
     tracing::info!(connections = tasks.len(), "draining");
-    if tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} })
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
         tracing::warn!(left = tasks.len(), "drain timeout; closing the remaining connections");
         tasks.abort_all();
     }
@@ -62,27 +59,18 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, state: Arc<RelayState>)
         return;
     };
     if !head.is_websocket() {
-        let _ = respond(&mut stream, route(&head, &config, state.is_serving())).await;
+        let _ = respond(&mut stream, route(&head, &state)).await;
         return;
     }
-    let mut ws_config = WebSocketConfig::default();
-    ws_config.max_message_size = Some(config.limits.max_frame_bytes);
-    ws_config.max_frame_size = Some(config.limits.max_frame_bytes);
-    let echo_subprotocol = |request: &Request, mut response: Response| {
-        let offered = request
-            .headers()
-            .get_all("sec-websocket-protocol")
-            .iter()
-            .filter_map(|value| value.to_str().ok());
-        if offered
-            .flat_map(|value| value.split(','))
-            .any(|protocol| protocol.trim() == SUBPROTOCOL)
-        {
-            response
-                .headers_mut()
-                .insert("sec-websocket-protocol", HeaderValue::from_static(SUBPROTOCOL));
-        }
-        Ok(response)
+    if let Some(reason) = refuse_handshake(&state, peer) {
+        tracing::debug!(%peer, reason, "handshake refused");
+        let _ = respond(&mut stream, HttpResponse::too_many_requests(reason)).await;
+        return;
+    }
+    let ws_config = WebSocketConfig {
+        max_message_size: Some(config.limits.max_frame_bytes),
+        max_frame_size: Some(config.limits.max_frame_bytes),
+        ..WebSocketConfig::default()
     };
     match tokio_tungstenite::accept_hdr_async_with_config(Rewind::new(bytes, stream), echo_subprotocol, Some(ws_config))
         .await
@@ -90,6 +78,31 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, state: Arc<RelayState>)
         Ok(socket) => connection::serve(socket, state, peer).await,
         Err(error) => tracing::debug!(%peer, %error, "WebSocket handshake failed"),
     }
+}
+
+/// Per-IP connection cap and handshake rate, checked before the upgrade (HTTP 429).
+fn refuse_handshake(state: &RelayState, peer: SocketAddr) -> Option<&'static str> {
+    let limits = state.config().limits.clone();
+    let per_ip = limits.max_connections_per_ip;
+    if per_ip > 0 && state.connections.count_for_ip(peer.ip()) >= per_ip {
+        return Some("too many connections from this address");
+    }
+    let rate = limits.handshakes_per_second_per_ip;
+    if !state.handshake_rate.allow(peer.ip(), rate, 0, std::time::Instant::now()) {
+        return Some("too many handshakes from this address");
+    }
+    None
+}
+
+/// Handshake callback: echoes the `axon.v1` subprotocol when the client offers it.
+// The error type is fixed by tungstenite's `Callback` trait.
+#[allow(clippy::result_large_err)]
+fn echo_subprotocol(request: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
+    let offered = request.headers().get_all("sec-websocket-protocol").iter().filter_map(|value| value.to_str().ok());
+    if offered.flat_map(|value| value.split(',')).any(|protocol| protocol.trim() == SUBPROTOCOL) {
+        response.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static(SUBPROTOCOL));
+    }
+    Ok(response)
 }
 
 async fn prune_expired(state: Arc<RelayState>) {

@@ -51,13 +51,14 @@ pub struct TestRelay {
 }
 
 pub fn base_config(dir: &tempfile::TempDir) -> RelayConfig {
-    let mut config = RelayConfig::default();
-    config.addr = "127.0.0.1:0".into();
-    config.db = dir.path().join("axon.db");
-    config.relay_url = RELAY_URL.into();
-    config.admins = vec![hex_of(&admin())];
-    config.allowlist = vec![hex_of(&alice()), hex_of(&bob())];
-    config
+    RelayConfig {
+        addr: "127.0.0.1:0".into(),
+        db: dir.path().join("axon.db"),
+        relay_url: RELAY_URL.into(),
+        admins: vec![hex_of(&admin())],
+        allowlist: vec![hex_of(&alice()), hex_of(&bob())],
+        ..RelayConfig::default()
+    }
 }
 
 impl TestRelay {
@@ -75,12 +76,7 @@ impl TestRelay {
     pub async fn start_in(dir: tempfile::TempDir, config: RelayConfig) -> TestRelay {
         let handle = start(config.clone()).await.expect("relay starts");
         let url = format!("ws://{}", handle.local_addr);
-        TestRelay {
-            handle: Some(handle),
-            dir,
-            url,
-            config,
-        }
+        TestRelay { handle: Some(handle), dir, url, config }
     }
 
     pub fn http_base(&self) -> String {
@@ -88,9 +84,7 @@ impl TestRelay {
     }
 
     pub async fn connect(&self, key: &SigningKey) -> Client {
-        Client::connect(&self.url, RELAY_URL, key)
-            .await
-            .expect("connect + auth")
+        Client::connect(&self.url, RELAY_URL, key).await.expect("connect + auth")
     }
 
     pub async fn try_connect(&self, key: &SigningKey) -> Result<Client, ClientError> {
@@ -182,9 +176,7 @@ pub enum RawItem {
 
 /// The next frame, close or ping (bounded wait).
 pub async fn raw_frame(socket: &mut Raw) -> RawItem {
-    let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
-        .await
-        .expect("a message within 10 s");
+    let message = tokio::time::timeout(Duration::from_secs(10), socket.next()).await.expect("a message within 10 s");
     match message {
         Some(Ok(Message::Binary(bytes))) => {
             RawItem::Frame(Frame::decode(&Bytes::from(bytes)).expect("relay frames decode"))
@@ -231,15 +223,8 @@ pub async fn http_get(relay: &TestRelay, path: &str, accept: Option<&str>) -> (u
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = String::new();
     stream.read_to_string(&mut response).await.expect("read");
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("status");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
+    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("status");
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
     (status, body)
 }
 

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::protocol::{Event, Filter};
 
 pub use query::Viewer;
-pub use writer::CommitHook;
+pub use writer::{BatchStats, CommitHook};
 
 /// Events the writer takes per transaction at most.
 pub const MAX_BATCH: usize = 1024;
@@ -71,14 +71,8 @@ pub struct StoredRow {
 }
 
 enum WriteRequest {
-    Insert {
-        accepted: Arc<Accepted>,
-        reply: oneshot::Sender<Result<u64, StoreError>>,
-    },
-    DeleteExpired {
-        now: u64,
-        reply: oneshot::Sender<Result<usize, StoreError>>,
-    },
+    Insert { accepted: Arc<Accepted>, reply: oneshot::Sender<Result<u64, StoreError>> },
+    DeleteExpired { now: u64, reply: oneshot::Sender<Result<usize, StoreError>> },
 }
 
 /// Handle to the database: cheap to clone.
@@ -106,45 +100,31 @@ impl Store {
         schema::migrate(&mut connection)?;
         let (writes, receiver) = mpsc::channel(WRITE_QUEUE);
         writer::spawn(connection, receiver, hook)?;
-        Ok(Store {
-            path: path.to_path_buf(),
-            writes,
-            readers: Arc::new(Mutex::new(Vec::new())),
-        })
+        Ok(Store { path: path.to_path_buf(), writes, readers: Arc::new(Mutex::new(Vec::new())) })
     }
 
     /// The highest seq ever assigned (0 for an empty log).
     pub fn last_seq(&self) -> Result<u64, StoreError> {
-        self.read(|connection| query::last_seq(connection))
+        self.read(query::last_seq)
     }
 
     /// Stores an event; resolves once it is committed (Ok(seq)) or refused.
     pub async fn insert(&self, accepted: Arc<Accepted>) -> Result<u64, StoreError> {
         let (reply, receiver) = oneshot::channel();
-        self.writes
-            .send(WriteRequest::Insert { accepted, reply })
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        self.writes.send(WriteRequest::Insert { accepted, reply }).await.map_err(|_| StoreError::Closed)?;
         receiver.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Deletes events whose `expires_at` is ≤ `now`; returns how many.
     pub async fn delete_expired(&self, now: u64) -> Result<usize, StoreError> {
         let (reply, receiver) = oneshot::channel();
-        self.writes
-            .send(WriteRequest::DeleteExpired { now, reply })
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        self.writes.send(WriteRequest::DeleteExpired { now, reply }).await.map_err(|_| StoreError::Closed)?;
         receiver.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Runs `work` on a pooled read connection (blocking: call from a blocking thread).
     pub fn read<T>(&self, work: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let pooled = self
-            .readers
-            .lock()
-            .map_err(|_| StoreError::Storage("reader pool poisoned".into()))?
-            .pop();
+        let pooled = self.readers.lock().map_err(|_| StoreError::Storage("reader pool poisoned".into()))?.pop();
         let connection = match pooled {
             Some(connection) => connection,
             None => open_connection(&self.path)?,

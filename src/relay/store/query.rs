@@ -78,10 +78,7 @@ fn push_prefixes(sql: &mut Sql, column: &str, prefixes: &[Vec<u8>]) {
             sql.push(column).push(" = ").bind(Value::Blob(prefix.clone()));
             continue;
         }
-        sql.push("(")
-            .push(column)
-            .push(" >= ")
-            .bind(Value::Blob(prefix.clone()));
+        sql.push("(").push(column).push(" >= ").bind(Value::Blob(prefix.clone()));
         if let Some(upper) = prefix_upper_bound(prefix) {
             sql.push(" AND ").push(column).push(" < ").bind(Value::Blob(upper));
         }
@@ -102,8 +99,7 @@ fn push_filter(sql: &mut Sql, filter: &Filter) {
         push_prefixes(sql, "pubkey", authors);
     }
     if let Some(kinds) = &filter.kinds {
-        sql.push(" AND kind IN ")
-            .bind_list(kinds.iter().map(|kind| Value::Integer(*kind as i64)));
+        sql.push(" AND kind IN ").bind_list(kinds.iter().map(|kind| Value::Integer(*kind as i64)));
     }
     if let Some(since) = filter.since {
         sql.push(" AND created_at >= ").bind(Value::Integer(since));
@@ -112,10 +108,8 @@ fn push_filter(sql: &mut Sql, filter: &Filter) {
         sql.push(" AND created_at <= ").bind(Value::Integer(until));
     }
     for condition in filter.tags.iter().flatten() {
-        sql.push(" AND seq IN (SELECT seq FROM tags WHERE name = ")
-            .bind(Value::Text(condition.name.clone()));
-        sql.push(" AND value IN ")
-            .bind_list(condition.values.iter().map(|value| Value::Text(value.clone())));
+        sql.push(" AND seq IN (SELECT seq FROM tags WHERE name = ").bind(Value::Text(condition.name.clone()));
+        sql.push(" AND value IN ").bind_list(condition.values.iter().map(|value| Value::Text(value.clone())));
         sql.push(")");
     }
     sql.push(")");
@@ -124,13 +118,11 @@ fn push_filter(sql: &mut Sql, filter: &Filter) {
 /// Visibility (spec §9.3), expiry (spec §4) and the seq window.
 fn push_common(sql: &mut Sql, viewer: &Viewer, after: u64, snapshot: u64, now: u64) {
     sql.push(" AND seq > ").bind(Value::Integer(after as i64));
-    sql.push(" AND seq <= ")
-        .bind(Value::Integer(snapshot.min(i64::MAX as u64) as i64));
+    sql.push(" AND seq <= ").bind(Value::Integer(snapshot.min(i64::MAX as u64) as i64));
     sql.push(" AND (expires_at IS NULL OR expires_at > ")
         .bind(Value::Integer(now.min(i64::MAX as u64) as i64))
         .push(")");
-    sql.push(" AND (kind < 2000 OR kind > 2999 OR pubkey = ")
-        .bind(Value::Blob(viewer.pubkey.to_vec()));
+    sql.push(" AND (kind < 2000 OR kind > 2999 OR pubkey = ").bind(Value::Blob(viewer.pubkey.to_vec()));
     sql.push(" OR seq IN (SELECT seq FROM tags WHERE name = 'p' AND value = ")
         .bind(Value::Text(hex::encode(viewer.pubkey)))
         .push("))");
@@ -145,13 +137,7 @@ fn rows(connection: &Connection, sql: &Sql) -> Result<Vec<(StoredRow, i64)>, Sto
         let seq: i64 = row.get(0)?;
         let raw: Vec<u8> = row.get(1)?;
         let created_at: i64 = row.get(2)?;
-        Ok((
-            StoredRow {
-                seq: seq as u64,
-                raw: Bytes::from(raw),
-            },
-            created_at,
-        ))
+        Ok((StoredRow { seq: seq as u64, raw: Bytes::from(raw) }, created_at))
     })?;
     mapped.collect::<Result<Vec<_>, _>>().map_err(StoreError::from)
 }
@@ -176,8 +162,7 @@ pub fn newest(
         sql.push("SELECT seq, raw, created_at FROM events WHERE ");
         push_filter(&mut sql, filter);
         push_common(&mut sql, viewer, 0, snapshot, now);
-        sql.push(" ORDER BY created_at DESC, seq DESC LIMIT ")
-            .bind(Value::Integer(limit.min(i64::MAX as u64) as i64));
+        sql.push(" ORDER BY created_at DESC, seq DESC LIMIT ").bind(Value::Integer(limit.min(i64::MAX as u64) as i64));
         for (row, created_at) in rows(connection, &sql)? {
             if seen.insert(row.seq) {
                 merged.push((row, created_at));
@@ -213,9 +198,7 @@ pub fn replay_page(
 /// The highest seq ever assigned, including deleted rows (AUTOINCREMENT's counter).
 pub fn last_seq(connection: &Connection) -> Result<u64, StoreError> {
     let seq: Option<i64> = connection
-        .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |row| {
-            row.get(0)
-        })
+        .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |row| row.get(0))
         .or_else(|error| match error {
             rusqlite::Error::QueryReturnedNoRows => Ok(None),
             other => Err(other),

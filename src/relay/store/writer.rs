@@ -11,8 +11,17 @@ use super::{Accepted, Committed, StoreError, WriteRequest, MAX_BATCH};
 /// Called on the writer thread after a commit, with the batch's events in seq order,
 /// before any of them is acknowledged.
 pub trait CommitHook: Send + 'static {
-    /// The events just committed.
-    fn committed(&mut self, events: &[Committed]);
+    /// The events just committed, and the transaction's size and time.
+    fn committed(&mut self, events: &[Committed], stats: BatchStats);
+}
+
+/// What one write transaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Insert requests in the transaction (duplicates included).
+    pub requests: usize,
+    /// Time from BEGIN to the end of COMMIT.
+    pub elapsed: std::time::Duration,
 }
 
 /// Starts the writer thread.
@@ -56,19 +65,16 @@ fn commit_batch(connection: &mut Connection, inserts: &mut Vec<(Arc<Accepted>, R
     if inserts.is_empty() {
         return;
     }
+    let started = std::time::Instant::now();
     match insert_all(connection, inserts) {
         Ok(outcomes) => {
+            let stats = BatchStats { requests: inserts.len(), elapsed: started.elapsed() };
             let committed: Vec<Committed> = inserts
                 .iter()
                 .zip(&outcomes)
-                .filter_map(|((accepted, _), outcome)| {
-                    outcome.map(|seq| Committed {
-                        seq,
-                        accepted: accepted.clone(),
-                    })
-                })
+                .filter_map(|((accepted, _), outcome)| outcome.map(|seq| Committed { seq, accepted: accepted.clone() }))
                 .collect();
-            hook.committed(&committed);
+            hook.committed(&committed, stats);
             for ((_, reply), outcome) in inserts.drain(..).zip(outcomes) {
                 let _ = reply.send(outcome.ok_or(StoreError::Duplicate));
             }
@@ -99,14 +105,7 @@ fn insert_all(connection: &mut Connection, inserts: &[(Arc<Accepted>, Reply)]) -
             let expires_at = accepted.expires_at.map(|time| time.min(i64::MAX as u64) as i64);
             let seq: Option<i64> = insert_event
                 .query_row(
-                    params![
-                        &event.id[..],
-                        &event.pubkey[..],
-                        created_at,
-                        event.kind,
-                        expires_at,
-                        &accepted.raw[..]
-                    ],
+                    params![&event.id[..], &event.pubkey[..], created_at, event.kind, expires_at, &accepted.raw[..]],
                     |row| row.get(0),
                 )
                 .optional()?;
@@ -131,10 +130,7 @@ fn delete_expired(connection: &mut Connection, now: u64) -> Result<usize, StoreE
         "DELETE FROM tags WHERE seq IN (SELECT seq FROM events WHERE expires_at IS NOT NULL AND expires_at <= ?1)",
         [now],
     )?;
-    let deleted = transaction.execute(
-        "DELETE FROM events WHERE expires_at IS NOT NULL AND expires_at <= ?1",
-        [now],
-    )?;
+    let deleted = transaction.execute("DELETE FROM events WHERE expires_at IS NOT NULL AND expires_at <= ?1", [now])?;
     transaction.commit()?;
     Ok(deleted)
 }

@@ -1,0 +1,81 @@
+//! Token buckets keyed by pubkey (publishes) or IP (handshakes).
+//!
+//! Rate and burst are passed on every call, so a SIGHUP reload changes them at once.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Buckets beyond this many trigger a sweep of the idle (full) ones.
+const SWEEP_AT: usize = 10_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// One token bucket per key.
+pub struct RateLimiter<K> {
+    buckets: Mutex<HashMap<K, Bucket>>,
+}
+
+impl<K: Hash + Eq + Copy> Default for RateLimiter<K> {
+    fn default() -> Self {
+        RateLimiter { buckets: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl<K: Hash + Eq + Copy> RateLimiter<K> {
+    /// Takes one token for `key` if there is one. `per_second` 0 means unlimited;
+    /// `burst` 0 means a burst of one second's worth.
+    pub fn allow(&self, key: K, per_second: u32, burst: u32, now: Instant) -> bool {
+        if per_second == 0 {
+            return true;
+        }
+        let capacity = if burst == 0 { per_second } else { burst } as f64;
+        let rate = per_second as f64;
+        let mut buckets = match self.buckets.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if buckets.len() >= SWEEP_AT {
+            buckets
+                .retain(|_, bucket| bucket.tokens + rate * now.duration_since(bucket.updated).as_secs_f64() < capacity);
+        }
+        let bucket = buckets.entry(key).or_insert(Bucket { tokens: capacity, updated: now });
+        let refilled = bucket.tokens + rate * now.saturating_duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens = refilled.min(capacity);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn burst_then_refill() {
+        let limiter = RateLimiter::default();
+        let start = Instant::now();
+        assert!((0..5).all(|_| limiter.allow(1u8, 2, 5, start)));
+        assert!(!limiter.allow(1u8, 2, 5, start), "burst spent");
+        assert!(limiter.allow(2u8, 2, 5, start), "keys are independent");
+        assert!(!limiter.allow(1u8, 2, 5, start + Duration::from_millis(400)));
+        assert!(limiter.allow(1u8, 2, 5, start + Duration::from_millis(500)), "one token after 0.5 s at 2/s");
+    }
+
+    #[test]
+    fn zero_rate_is_unlimited() {
+        let limiter = RateLimiter::default();
+        assert!((0..10_000).all(|_| limiter.allow(1u8, 0, 0, Instant::now())));
+    }
+}
