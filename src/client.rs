@@ -86,6 +86,8 @@ type PublishReply = oneshot::Sender<Result<Option<u64>, ClientError>>;
 struct Routes {
     publishes: HashMap<EventId, PublishReply>,
     subscriptions: HashMap<String, mpsc::UnboundedSender<SubItem>>,
+    /// The read loop has ended: nothing more will be answered.
+    closed: bool,
 }
 
 /// A connected, authenticated client.
@@ -148,6 +150,12 @@ async fn next_frame(reader: &mut SplitStream<Socket>) -> Result<Frame, ClientErr
     }
 }
 
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("pubkey", &hex::encode(self.pubkey)).finish_non_exhaustive()
+    }
+}
+
 impl Client {
     /// Connects to `url` and authenticates with `key`, signing `relay_url` (the string
     /// the relay is configured with; usually the same as `url`).
@@ -205,7 +213,13 @@ impl Client {
     /// Publishes already-encoded event bytes; `id` routes the answer.
     pub async fn publish_raw(&self, id: EventId, raw: RawEvent) -> Result<Option<u64>, ClientError> {
         let (reply, answer) = oneshot::channel();
-        lock(&self.routes).publishes.insert(id, reply);
+        {
+            let mut routes = lock(&self.routes);
+            if routes.closed {
+                return Err(ClientError::Closed);
+            }
+            routes.publishes.insert(id, reply);
+        }
         self.send(&Frame::Publish { event: raw }).await?;
         answer.await.map_err(|_| ClientError::Closed)?
     }
@@ -218,7 +232,13 @@ impl Client {
         after_seq: Option<u64>,
     ) -> Result<Subscription, ClientError> {
         let (sender, items) = mpsc::unbounded_channel();
-        lock(&self.routes).subscriptions.insert(sub_id.to_owned(), sender);
+        {
+            let mut routes = lock(&self.routes);
+            if routes.closed {
+                return Err(ClientError::Closed);
+            }
+            routes.subscriptions.insert(sub_id.to_owned(), sender);
+        }
         self.send(&Frame::Subscribe(Subscribe { sub_id: sub_id.to_owned(), filters, after_seq })).await?;
         Ok(Subscription { sub_id: sub_id.to_owned(), items })
     }
@@ -278,6 +298,7 @@ async fn read_loop(
     }
     // Dropping the routes fails every waiter with Closed.
     let mut routes = lock(&routes);
+    routes.closed = true;
     routes.publishes.clear();
     routes.subscriptions.clear();
 }

@@ -1,7 +1,11 @@
 //! Subcommands of the `axon` binary. Each returns a [`CliResult`]; `main` prints errors.
 
+pub mod backup;
 pub mod bench;
+pub mod import;
 pub mod keys;
+pub mod publish;
+pub mod query;
 pub mod relay;
 pub mod tools;
 

@@ -374,11 +374,17 @@ impl Session {
                 self.outbound.push(ok_frame(accepted.event.id, None)).await;
             }
             Ok(Admitted::Store(accepted)) => {
-                let store = self.state.store.clone();
+                // Queue for the writer here, in the order the publishes arrived; only the
+                // wait for the commit runs concurrently.
+                let id = accepted.event.id;
+                let pending = self.state.store.submit(accepted).await;
                 let metrics = self.state.metrics.clone();
                 in_flight.push(Box::pin(async move {
-                    let id = accepted.event.id;
-                    match store.insert(accepted).await {
+                    let answer = match pending {
+                        Ok(pending) => pending.await,
+                        Err(error) => Err(error),
+                    };
+                    match answer {
                         Ok(seq) => {
                             metrics.events_accepted.inc();
                             ok_frame(id, Some(seq))

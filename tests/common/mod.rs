@@ -235,3 +235,68 @@ pub fn now() -> u64 {
 pub fn bytes(data: &[u8]) -> Bytes {
     Bytes::copy_from_slice(data)
 }
+
+/// A relay running as a child process of the real `axon` binary.
+pub struct ChildRelay {
+    pub child: std::process::Child,
+    pub url: String,
+    pub config_path: std::path::PathBuf,
+}
+
+impl ChildRelay {
+    /// Writes `yaml` to `dir/relay.yaml` and starts `axon relay` on it; the config must
+    /// use `addr: 127.0.0.1:0`. Reads the bound address from the first stdout line.
+    pub fn spawn(dir: &std::path::Path, yaml: &str) -> ChildRelay {
+        use std::io::{BufRead, BufReader};
+        let config_path = dir.join("relay.yaml");
+        std::fs::write(&config_path, yaml).expect("write config");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_axon"))
+            .args(["relay", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn relay");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read listening line");
+        let addr =
+            line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let url = format!("ws://{addr}");
+        ChildRelay { child, url, config_path }
+    }
+
+    /// Sends a signal by name (e.g. "HUP", "TERM").
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name}");
+    }
+
+    pub async fn connect(&self, key: &SigningKey) -> Result<Client, ClientError> {
+        Client::connect(&self.url, RELAY_URL, key).await
+    }
+}
+
+impl Drop for ChildRelay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A relay.yaml for child relays: ephemeral port, `db` in `dir`, the given key lists.
+pub fn child_yaml(dir: &std::path::Path, admins: &[&SigningKey], allowlist: &[&SigningKey], extra: &str) -> String {
+    let list =
+        |keys: &[&SigningKey]| keys.iter().map(|key| format!("\"{}\"", hex_of(key))).collect::<Vec<_>>().join(", ");
+    format!(
+        "addr: \"127.0.0.1:0\"\ndb: \"{}\"\nrelay_url: \"{RELAY_URL}\"\nadmins: [{}]\nallowlist: [{}]\n{extra}",
+        dir.join("axon.db").display(),
+        list(admins),
+        list(allowlist)
+    )
+}

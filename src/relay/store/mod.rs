@@ -75,6 +75,17 @@ enum WriteRequest {
     DeleteExpired { now: u64, reply: oneshot::Sender<Result<usize, StoreError>> },
 }
 
+/// The writer's answer to a submitted event, still to come.
+pub struct PendingCommit(oneshot::Receiver<Result<u64, StoreError>>);
+
+impl std::future::Future for PendingCommit {
+    type Output = Result<u64, StoreError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, context: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(context).map(|answer| answer.unwrap_or(Err(StoreError::Closed)))
+    }
+}
+
 /// Handle to the database: cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -110,9 +121,15 @@ impl Store {
 
     /// Stores an event; resolves once it is committed (Ok(seq)) or refused.
     pub async fn insert(&self, accepted: Arc<Accepted>) -> Result<u64, StoreError> {
+        self.submit(accepted).await?.await
+    }
+
+    /// Queues an event for the writer (waiting for room in the queue) and returns the
+    /// pending answer. Events submitted one after another get increasing seqs.
+    pub async fn submit(&self, accepted: Arc<Accepted>) -> Result<PendingCommit, StoreError> {
         let (reply, receiver) = oneshot::channel();
         self.writes.send(WriteRequest::Insert { accepted, reply }).await.map_err(|_| StoreError::Closed)?;
-        receiver.await.map_err(|_| StoreError::Closed)?
+        Ok(PendingCommit(receiver))
     }
 
     /// Deletes events whose `expires_at` is ≤ `now`; returns how many.
