@@ -125,3 +125,39 @@ async fn connections_and_handshakes_per_ip_are_capped() {
     let refused = relay.try_connect(&bob()).await.expect_err("second handshake within a second");
     assert!(refused.to_string().contains("429"), "{refused}");
 }
+
+#[tokio::test]
+async fn retention_prunes_by_age_and_count_but_never_admin_events() {
+    use axon_relay::relay::config::AgeRule;
+    let relay = TestRelay::start_with(|config| {
+        config.retention.max_events = 3;
+        config.retention.max_age = vec![AgeRule { kinds: [7000, 7999], max_age_secs: 3600 }];
+    })
+    .await;
+    let client = relay.connect(&admin()).await;
+    let old_feedback = event_at(&admin(), 7000, now() - 7200, "old", vec![]);
+    let new_feedback = event_at(&admin(), 7000, now() - 60, "new", vec![]);
+    client.publish(&old_feedback).await.expect("publish");
+    client.publish(&new_feedback).await.expect("publish");
+    let allow = event(&admin(), 9000, "", vec![tag("p", &hex_of(&mallory()))]);
+    client.publish(&allow).await.expect("allow");
+    let mut messages = Vec::new();
+    for index in 0..4 {
+        let message = event(&admin(), 1000, &format!("{index}"), vec![tag("t", "x")]);
+        client.publish(&message).await.expect("publish");
+        messages.push(message.id);
+    }
+    let handle = relay.handle.as_ref().expect("running");
+    // 1 by age, then 2 by count (7 stored, 1 admin exempt: 5 others, keep 3).
+    let pruned = handle.enforce_retention().await.expect("prune");
+    let mut all = client.subscribe("all", vec![axon_relay::protocol::Filter::default()], Some(0)).await.expect("sub");
+    let left: Vec<_> = all.stored().await.expect("stored").into_iter().map(|(event, _)| event.id).collect();
+    assert_eq!(left, vec![allow.id, messages[1], messages[2], messages[3]]);
+    assert_eq!(pruned, 3);
+    let tag_rows: i64 = rusqlite::Connection::open(&relay.config.db)
+        .expect("open")
+        .query_row("SELECT COUNT(*) FROM tags WHERE name = 't'", [], |row| row.get(0))
+        .expect("count");
+    assert_eq!(tag_rows, 3, "tag rows go with their events");
+    assert_eq!(handle.enforce_retention().await.expect("prune"), 0, "idempotent");
+}

@@ -158,6 +158,42 @@ impl LimitsConfig {
     }
 }
 
+/// One age rule: events of kinds `kinds[0]..=kinds[1]` are deleted `max_age_secs` after
+/// their `created_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgeRule {
+    /// First and last kind of the range (inclusive).
+    pub kinds: [u16; 2],
+    /// Age limit in seconds.
+    pub max_age_secs: u64,
+}
+
+/// The optional `retention:` section (an Axon extension to spec §10). Admin events
+/// (9000–9099) are never pruned by it: they are the allowlist's log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Keep at most this many events, deleting the oldest by seq (0 = unlimited).
+    pub max_events: u64,
+    /// Age limits per kind range.
+    pub max_age: Vec<AgeRule>,
+}
+
+impl RetentionConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (index, rule) in self.max_age.iter().enumerate() {
+            if rule.kinds[0] > rule.kinds[1] {
+                return Err(invalid(&format!("retention.max_age[{index}].kinds"), "first kind is above the last"));
+            }
+            if rule.max_age_secs == 0 {
+                return Err(invalid(&format!("retention.max_age[{index}].max_age_secs"), "must be greater than 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The whole relay.yaml.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -174,6 +210,8 @@ pub struct RelayConfig {
     pub allowlist: Vec<String>,
     /// Limits.
     pub limits: LimitsConfig,
+    /// Optional retention rules.
+    pub retention: RetentionConfig,
 }
 
 impl Default for RelayConfig {
@@ -185,6 +223,7 @@ impl Default for RelayConfig {
             admins: Vec::new(),
             allowlist: Vec::new(),
             limits: LimitsConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -239,7 +278,8 @@ impl RelayConfig {
         }
         self.admin_keys()?;
         self.allowlist_keys()?;
-        self.limits.validate()
+        self.limits.validate()?;
+        self.retention.validate()
     }
 
     /// The listen address.
@@ -285,6 +325,19 @@ mod tests {
         assert!(error.to_string().contains("addr"), "{error}");
         let error = RelayConfig::parse("limits:\n  max_tags: -1\n", "relay.yaml").expect_err("negative");
         assert!(error.to_string().contains("max_tags"), "{error}");
+    }
+
+    #[test]
+    fn retention_rules() {
+        let text = "retention:\n  max_events: 10\n  max_age:\n    - kinds: [1000, 1999]\n      max_age_secs: 60\n";
+        let config = RelayConfig::parse(text, "x").expect("valid");
+        assert_eq!(config.retention.max_events, 10);
+        assert_eq!(config.retention.max_age, vec![AgeRule { kinds: [1000, 1999], max_age_secs: 60 }]);
+        let error = RelayConfig::parse("retention:\n  max_age:\n    - kinds: [5, 1]\n      max_age_secs: 60\n", "x")
+            .expect_err("reversed range");
+        assert!(error.to_string().contains("retention.max_age[0].kinds"), "{error}");
+        let error = RelayConfig::parse("retention:\n  max_evnts: 1\n", "x").expect_err("typo");
+        assert!(error.to_string().contains("max_evnts"), "{error}");
     }
 
     #[test]

@@ -111,6 +111,10 @@ pub fn info_document(config: &RelayConfig) -> serde_json::Value {
             "drain_timeout_secs": limits.drain_timeout_secs,
         },
         "kinds": kinds,
+        "retention": {
+            "max_events": config.retention.max_events,
+            "max_age": config.retention.max_age.iter().map(|rule| json!({"kinds": rule.kinds, "max_age_secs": rule.max_age_secs})).collect::<Vec<_>>(),
+        },
     })
 }
 

@@ -160,6 +160,12 @@ pub struct RelayHandle {
 }
 
 impl RelayHandle {
+    /// Deletes expired events and applies the retention rules now (the background task
+    /// does this every 30 s). Returns how many events were deleted.
+    pub async fn enforce_retention(&self) -> Result<usize, StoreError> {
+        server::enforce_retention(&self.state).await
+    }
+
     /// Applies a new configuration (SIGHUP): admins, allowlist, limits and retention take
     /// effect at once; connections of keys no longer allowed are closed (403, 1008), all
     /// others stay. `addr` and `db` cannot change while running: a change is refused.

@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::http::{read_head, respond, route, Response as HttpResponse, Rewind};
+use super::store::{Prune, StoreError};
 use super::{connection, unix_now, RelayState};
 
 /// The WebSocket subprotocol a client may offer; the relay echoes it.
@@ -106,13 +107,37 @@ fn echo_subprotocol(request: &Request, mut response: Response) -> Result<Respons
 }
 
 async fn prune_expired(state: Arc<RelayState>) {
-    let mut interval = tokio::time::interval(PRUNE_INTERVAL);
+    // First run one interval after start, not at once: startup stays quick.
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + PRUNE_INTERVAL, PRUNE_INTERVAL);
     loop {
         interval.tick().await;
-        match state.store.delete_expired(unix_now()).await {
-            Ok(0) => {}
-            Ok(deleted) => tracing::info!(deleted, "deleted expired events"),
-            Err(error) => tracing::warn!(%error, "expiry pruning failed"),
+        if let Err(error) = enforce_retention(&state).await {
+            tracing::warn!(%error, "pruning failed");
         }
     }
+}
+
+/// Deletes expired events, then applies the `retention` rules in force. Returns how many
+/// events were deleted.
+pub async fn enforce_retention(state: &RelayState) -> Result<usize, StoreError> {
+    let now = unix_now();
+    let retention = state.config().retention.clone();
+    let mut rules = vec![Prune::Expired { now }];
+    rules.extend(retention.max_age.iter().map(|rule| Prune::OlderThan {
+        first: rule.kinds[0],
+        last: rule.kinds[1],
+        before: now.saturating_sub(rule.max_age_secs),
+    }));
+    if retention.max_events > 0 {
+        rules.push(Prune::Beyond { keep: retention.max_events });
+    }
+    let mut total = 0;
+    for rule in rules {
+        let deleted = state.store.prune(rule).await?;
+        if deleted > 0 {
+            tracing::info!(deleted, ?rule, "pruned events");
+        }
+        total += deleted;
+    }
+    Ok(total)
 }

@@ -18,6 +18,34 @@ pub use writer::{BatchStats, CommitHook};
 
 /// Events the writer takes per transaction at most.
 pub const MAX_BATCH: usize = 1024;
+/// Rows deleted per pruning transaction.
+pub const PRUNE_BATCH: usize = 1000;
+
+/// Which stored events to delete. Admin events (9000–9099) are only ever deleted by
+/// `Expired`: they are the allowlist's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prune {
+    /// `expires_at` ≤ `now`.
+    Expired {
+        /// Unix seconds.
+        now: u64,
+    },
+    /// Kinds `first..=last` with `created_at` < `before`.
+    OlderThan {
+        /// First kind of the range.
+        first: u16,
+        /// Last kind of the range.
+        last: u16,
+        /// Unix seconds.
+        before: u64,
+    },
+    /// The oldest (lowest seq) events beyond the newest `keep`.
+    Beyond {
+        /// How many to keep.
+        keep: u64,
+    },
+}
+
 /// Capacity of the writer's queue: publishers wait (backpressure) when it is full.
 const WRITE_QUEUE: usize = 8192;
 
@@ -72,7 +100,7 @@ pub struct StoredRow {
 
 enum WriteRequest {
     Insert { accepted: Arc<Accepted>, reply: oneshot::Sender<Result<u64, StoreError>> },
-    DeleteExpired { now: u64, reply: oneshot::Sender<Result<usize, StoreError>> },
+    Prune { rule: Prune, limit: usize, reply: oneshot::Sender<Result<usize, StoreError>> },
 }
 
 /// The writer's answer to a submitted event, still to come.
@@ -134,9 +162,23 @@ impl Store {
 
     /// Deletes events whose `expires_at` is ≤ `now`; returns how many.
     pub async fn delete_expired(&self, now: u64) -> Result<usize, StoreError> {
-        let (reply, receiver) = oneshot::channel();
-        self.writes.send(WriteRequest::DeleteExpired { now, reply }).await.map_err(|_| StoreError::Closed)?;
-        receiver.await.map_err(|_| StoreError::Closed)?
+        self.prune(Prune::Expired { now }).await
+    }
+
+    /// Deletes every event `rule` selects, in batches of [`PRUNE_BATCH`] rows, each its own
+    /// short transaction on the writer, so publishes interleave. Returns how many.
+    pub async fn prune(&self, rule: Prune) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let (reply, receiver) = oneshot::channel();
+            let request = WriteRequest::Prune { rule, limit: PRUNE_BATCH, reply };
+            self.writes.send(request).await.map_err(|_| StoreError::Closed)?;
+            let deleted = receiver.await.map_err(|_| StoreError::Closed)??;
+            total += deleted;
+            if deleted < PRUNE_BATCH {
+                return Ok(total);
+            }
+        }
     }
 
     /// Runs `work` on a pooled read connection (blocking: call from a blocking thread).

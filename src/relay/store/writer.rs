@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Accepted, Committed, StoreError, WriteRequest, MAX_BATCH};
+use super::{Accepted, Committed, Prune, StoreError, WriteRequest, MAX_BATCH};
 
 /// Called on the writer thread after a commit, with the batch's events in seq order,
 /// before any of them is acknowledged.
@@ -46,10 +46,10 @@ fn run(mut connection: Connection, mut receiver: mpsc::Receiver<WriteRequest>, m
         while let Some(request) = next.take() {
             match request {
                 WriteRequest::Insert { accepted, reply } => inserts.push((accepted, reply)),
-                WriteRequest::DeleteExpired { now, reply } => {
+                WriteRequest::Prune { rule, limit, reply } => {
                     // Commit what is gathered first so order is kept.
                     commit_batch(&mut connection, &mut inserts, hook.as_mut());
-                    let _ = reply.send(delete_expired(&mut connection, now));
+                    let _ = reply.send(prune(&mut connection, rule, limit));
                 }
             }
             if inserts.len() < MAX_BATCH {
@@ -123,14 +123,35 @@ fn insert_all(connection: &mut Connection, inserts: &[(Arc<Accepted>, Reply)]) -
     Ok(outcomes)
 }
 
-fn delete_expired(connection: &mut Connection, now: u64) -> Result<usize, StoreError> {
-    let now = now.min(i64::MAX as u64) as i64;
+/// Deletes up to `limit` events selected by `rule` (and their tag rows) in one transaction.
+fn prune(connection: &mut Connection, rule: Prune, limit: usize) -> Result<usize, StoreError> {
+    const NOT_ADMIN: &str = "kind NOT BETWEEN 9000 AND 9099";
+    let clamp = |value: u64| value.min(i64::MAX as u64) as i64;
     let transaction = connection.transaction()?;
-    transaction.execute(
-        "DELETE FROM tags WHERE seq IN (SELECT seq FROM events WHERE expires_at IS NOT NULL AND expires_at <= ?1)",
-        [now],
-    )?;
-    let deleted = transaction.execute("DELETE FROM events WHERE expires_at IS NOT NULL AND expires_at <= ?1", [now])?;
+    let (condition, params): (String, Vec<i64>) = match rule {
+        Prune::Expired { now } => ("expires_at IS NOT NULL AND expires_at <= ?1".into(), vec![clamp(now)]),
+        Prune::OlderThan { first, last, before } => (
+            format!("kind BETWEEN ?1 AND ?2 AND created_at < ?3 AND {NOT_ADMIN}"),
+            vec![first as i64, last as i64, clamp(before)],
+        ),
+        Prune::Beyond { keep } => {
+            let count: i64 =
+                transaction
+                    .query_row(&format!("SELECT COUNT(*) FROM events WHERE {NOT_ADMIN}"), [], |row| row.get(0))?;
+            let excess = (count - clamp(keep)).max(0);
+            (
+                format!("{NOT_ADMIN} AND seq IN (SELECT seq FROM events WHERE {NOT_ADMIN} ORDER BY seq LIMIT ?1)"),
+                vec![excess],
+            )
+        }
+    };
+    let selection = format!("SELECT seq FROM events WHERE {condition} ORDER BY seq LIMIT {limit}");
+    let params = rusqlite::params_from_iter(params.iter());
+    transaction.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (seq INTEGER PRIMARY KEY)", [])?;
+    transaction.execute("DELETE FROM doomed", [])?;
+    transaction.execute(&format!("INSERT INTO doomed {selection}"), params)?;
+    transaction.execute("DELETE FROM tags WHERE seq IN (SELECT seq FROM doomed)", [])?;
+    let deleted = transaction.execute("DELETE FROM events WHERE seq IN (SELECT seq FROM doomed)", [])?;
     transaction.commit()?;
     Ok(deleted)
 }
