@@ -1,5 +1,6 @@
 //! SQLite storage: one writer thread that commits in groups, and a pool of readers.
 
+mod checkpoint;
 mod query;
 mod schema;
 mod writer;
@@ -120,6 +121,8 @@ pub struct Store {
     path: PathBuf,
     writes: mpsc::Sender<WriteRequest>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// Dropped with the last clone, which stops the checkpoint thread.
+    _checkpoints: Arc<std::sync::mpsc::Sender<()>>,
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -137,9 +140,17 @@ impl Store {
     pub fn open(path: &Path, hook: Box<dyn CommitHook>) -> Result<Store, StoreError> {
         let mut connection = open_connection(path)?;
         schema::migrate(&mut connection)?;
+        connection.pragma_update(None, "wal_autocheckpoint", 0)?;
         let (writes, receiver) = mpsc::channel(WRITE_QUEUE);
         writer::spawn(connection, receiver, hook)?;
-        Ok(Store { path: path.to_path_buf(), writes, readers: Arc::new(Mutex::new(Vec::new())) })
+        let (stop_checkpoints, stop) = std::sync::mpsc::channel();
+        checkpoint::spawn(path, stop)?;
+        Ok(Store {
+            path: path.to_path_buf(),
+            writes,
+            readers: Arc::new(Mutex::new(Vec::new())),
+            _checkpoints: Arc::new(stop_checkpoints),
+        })
     }
 
     /// The highest seq ever assigned (0 for an empty log).
