@@ -71,6 +71,9 @@ async fn admin_event_content_rules() {
     let short = event(&admin(), 9000, "", vec![tag("p", "abcd")]);
     assert_eq!(rejected_with(&admin_client, &short).await, 400);
     assert_eq!(rejected_with(&admin_client, &event(&admin(), 9000, "", vec![])).await, 400);
+    let expiring =
+        event(&admin(), 9000, "", vec![tag("p", &hex_of(&mallory())), tag("expires_at", &(now() + 60).to_string())]);
+    assert_eq!(rejected_with(&admin_client, &expiring).await, 400, "an expiring ALLOW would be undone at restart");
     let value_less = event(&admin(), 9000, "", vec![Tag::new::<_, String>("p", [])]);
     assert_eq!(rejected_with(&admin_client, &value_less).await, 400);
     let alice_client = relay.connect(&alice()).await;

@@ -234,3 +234,25 @@ async fn health_is_ok_while_serving() {
     client.publish(&event(&alice(), 1000, "x", vec![])).await.unwrap();
     assert_eq!(http_get(&relay, "/health", None).await, (200, "ok".to_string()));
 }
+
+#[tokio::test]
+async fn a_clean_shutdown_leaves_a_complete_database_file() {
+    let mut relay = TestRelay::start().await;
+    let client = relay.connect(&alice()).await;
+    let published = event(&alice(), 1000, "folded into the .db file", vec![]);
+    client.publish(&published).await.expect("publish");
+    drop(client);
+    relay.stop().await;
+    let mut wal = relay.config.db.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal_bytes = std::fs::metadata(std::path::Path::new(&wal)).map(|meta| meta.len()).unwrap_or(0);
+    assert_eq!(wal_bytes, 0, "the WAL was checkpointed and truncated");
+    // A copy of the .db file alone holds the event.
+    let copy = relay.dir.path().join("copy.db");
+    std::fs::copy(&relay.config.db, &copy).expect("copy");
+    let count: i64 = rusqlite::Connection::open(&copy)
+        .expect("open")
+        .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
+        .expect("count");
+    assert_eq!(count, 1);
+}

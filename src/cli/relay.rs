@@ -10,9 +10,10 @@ use crate::relay::config::RelayConfig;
 /// Arguments of `axon relay`.
 #[derive(Args)]
 pub struct RelayArgs {
-    /// relay.yaml to read (spec §10).
-    #[arg(long, default_value = "relay.yaml")]
-    pub config: PathBuf,
+    /// relay.yaml to read (spec §10). Without this flag, ./relay.yaml is read if it
+    /// exists, else the built-in defaults apply.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Also allow this hex pubkey (repeatable; added to relay.yaml's allowlist).
     #[arg(long = "allow", value_name = "PUBKEY", env = "AXON_ALLOW", value_delimiter = ',')]
     pub allow: Vec<String>,
@@ -32,7 +33,12 @@ pub struct RelayArgs {
 
 /// Loads the config and applies the command-line overrides.
 pub fn load_config(args: &RelayArgs) -> Result<RelayConfig, Box<dyn std::error::Error + Send + Sync>> {
-    let mut config = RelayConfig::load(&args.config)?;
+    let default_path = PathBuf::from("relay.yaml");
+    let mut config = match &args.config {
+        Some(path) => RelayConfig::load(path)?,
+        None if default_path.exists() => RelayConfig::load(&default_path)?,
+        None => RelayConfig::default(),
+    };
     config.allowlist.extend(args.allow.iter().cloned());
     config.admins.extend(args.admin.iter().cloned());
     if let Some(addr) = &args.addr {
@@ -100,7 +106,7 @@ fn reload(handle: &crate::relay::RelayHandle, args: &RelayArgs) {
         .map_err(|error| error.to_string())
         .and_then(|config| handle.reload(config).map_err(|error| error.to_string()))
     {
-        Ok(()) => tracing::info!(config = %args.config.display(), "configuration reloaded"),
+        Ok(()) => tracing::info!("configuration reloaded"),
         Err(reason) => tracing::error!(%reason, "reload refused; the previous configuration stays in force"),
     }
 }

@@ -79,6 +79,11 @@ impl Access {
         if keys.is_empty() {
             return Err(ProtocolError::invalid("an admin event needs at least one p tag"));
         }
+        // An expiring ALLOW/REVOKE would be deleted from the log and so undone at the next
+        // restart while still applied until then: refuse it instead.
+        if event.tags.iter().any(|tag| tag.name == crate::protocol::tags::EXPIRES_AT) {
+            return Err(ProtocolError::invalid("ALLOW and REVOKE events cannot carry expires_at"));
+        }
         if event.kind == KIND_ALLOW {
             return Ok(AdminChange::Allow(keys));
         }

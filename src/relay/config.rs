@@ -284,7 +284,7 @@ impl RelayConfig {
 
     /// The listen address.
     pub fn socket_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.addr.parse().map_err(|_| invalid("addr", format!("{:?} is not host:port", self.addr)))
+        self.addr.parse().map_err(|_| invalid("addr", format!("{:?} is not IP:port (e.g. 127.0.0.1:8080)", self.addr)))
     }
 
     /// Admin keys, decoded.

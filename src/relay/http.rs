@@ -126,6 +126,11 @@ pub struct Response {
 }
 
 impl Response {
+    /// 503 with a short reason, for upgrades refused while draining.
+    pub fn unavailable(reason: &str) -> Response {
+        Response { status: 503, content_type: "text/plain; charset=utf-8", body: format!("error: {reason}\n") }
+    }
+
     /// 429 with a short reason, for refused handshakes.
     pub fn too_many_requests(reason: &str) -> Response {
         Response { status: 429, content_type: "text/plain; charset=utf-8", body: format!("rate-limited: {reason}\n") }

@@ -177,6 +177,12 @@ impl RelayHandle {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.server.await;
+        // Fold the WAL into the database file, so the .db file alone is complete.
+        let store = self.state.store.clone();
+        let folded = tokio::task::spawn_blocking(move || store.checkpoint_truncate()).await;
+        if let Ok(Err(error)) = folded {
+            tracing::warn!(%error, "final WAL checkpoint failed");
+        }
     }
 }
 

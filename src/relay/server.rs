@@ -42,13 +42,30 @@ pub async fn run(listener: TcpListener, state: Arc<RelayState>) {
         }
     }
     state.serving.store(false, Ordering::Relaxed);
-    drop(listener);
     pruner.abort();
-    let drain = Duration::from_secs(state.config().limits.drain_timeout_secs);
+    drain(listener, tasks, &state).await;
+}
+
+/// Waits for every connection to finish, bounded by the drain timeout. The listener stays
+/// open meanwhile so `/health` can answer 503; new WebSocket upgrades are refused (503).
+async fn drain(listener: TcpListener, mut tasks: JoinSet<()>, state: &Arc<RelayState>) {
+    let deadline = tokio::time::sleep(Duration::from_secs(state.config().limits.drain_timeout_secs));
+    tokio::pin!(deadline);
     tracing::info!(connections = tasks.len(), "draining");
-    if tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
-        tracing::warn!(left = tasks.len(), "drain timeout; closing the remaining connections");
-        tasks.abort_all();
+    while !tasks.is_empty() {
+        tokio::select! {
+            accepted = listener.accept() => {
+                if let Ok((stream, peer)) = accepted {
+                    tasks.spawn(handle(stream, peer, state.clone()));
+                }
+            }
+            _ = tasks.join_next() => {}
+            _ = &mut deadline => {
+                tracing::warn!(left = tasks.len(), "drain timeout; closing the remaining connections");
+                tasks.abort_all();
+                return;
+            }
+        }
     }
 }
 
@@ -61,6 +78,10 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, state: Arc<RelayState>)
     };
     if !head.is_websocket() {
         let _ = respond(&mut stream, route(&head, &state)).await;
+        return;
+    }
+    if !state.is_serving() {
+        let _ = respond(&mut stream, HttpResponse::unavailable("the relay is shutting down")).await;
         return;
     }
     if let Some(reason) = refuse_handshake(&state, peer) {

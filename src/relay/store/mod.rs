@@ -192,6 +192,14 @@ impl Store {
         }
     }
 
+    /// Copies the whole WAL into the database file and empties it (blocking).
+    pub fn checkpoint_truncate(&self) -> Result<(), StoreError> {
+        self.read(|connection| {
+            connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+    }
+
     /// Runs `work` on a pooled read connection (blocking: call from a blocking thread).
     pub fn read<T>(&self, work: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let pooled = self.readers.lock().map_err(|_| StoreError::Storage("reader pool poisoned".into()))?.pop();
