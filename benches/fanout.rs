@@ -28,7 +28,8 @@ fn filter(index: usize) -> Filter {
 
 fn bench_fanout(c: &mut Criterion) {
     let key = SigningKey::from_bytes(&[9; 32]);
-    let event = Event::sign(&key, 1_700_000_000, 1000, vec![0; 200], vec![Tag::new("t", ["no-such-topic"])]).expect("sign");
+    let event =
+        Event::sign(&key, 1_700_000_000, 1000, vec![0; 200], vec![Tag::new("t", ["no-such-topic"])]).expect("sign");
     let filters: Vec<Vec<Filter>> = (0..SUBSCRIPTIONS).map(|index| vec![filter(index)]).collect();
     let viewer = Viewer { pubkey: [1; 32], is_admin: false };
 
@@ -38,7 +39,10 @@ fn bench_fanout(c: &mut Criterion) {
         fanout.subscribe(index as u64, "s", filters.clone(), viewer, outbound.clone(), None, 4096);
         let _ = fanout.go_live(index as u64, "s");
     }
-    let committed = [Committed { seq: 1, accepted: Arc::new(Accepted { raw: event.encode().into(), event: event.clone(), expires_at: None }) }];
+    let committed = [Committed {
+        seq: 1,
+        accepted: Arc::new(Accepted { raw: event.encode().into(), event: event.clone(), expires_at: None }),
+    }];
 
     let mut group = c.benchmark_group("fanout_10k_filters");
     group.bench_function("reference_matcher_scan", |b| {

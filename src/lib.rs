@@ -3,6 +3,7 @@
 //! - [`protocol`]: the pure protocol core (events, canonical signing, frames, filters).
 //! - [`cli`]: the `axon` subcommands.
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod protocol;
