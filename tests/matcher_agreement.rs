@@ -60,8 +60,9 @@ fn filter_strategy() -> impl Strategy<Value = Filter> {
         prop::option::weighted(0.3, 998i64..1_012),
         prop::option::weighted(0.3, 998i64..1_012),
         prop::option::weighted(0.4, prop::collection::vec((0..3usize, prop::collection::vec(0..4usize, 1..3)), 1..3)),
+        prop::option::weighted(0.5, 1u64..6),
     )
-        .prop_map(|(ids, authors_index, kinds, since, until, tags)| {
+        .prop_map(|(ids, authors_index, kinds, since, until, tags, limit)| {
             let keys = authors();
             Filter {
                 ids,
@@ -79,7 +80,7 @@ fn filter_strategy() -> impl Strategy<Value = Filter> {
                         })
                         .collect()
                 }),
-                limit: None,
+                limit,
             }
         })
 }
@@ -109,10 +110,17 @@ async fn check(specs: Vec<EventSpec>, filters: Vec<Filter>) -> Result<(), TestCa
         let mut stored = client.subscribe(&format!("stored{index}"), vec![filter.clone()], None).await.expect("sub");
         let from_sql: BTreeSet<_> =
             stored.stored().await.expect("stored").into_iter().map(|(event, _)| event.id).collect();
-        let mut expected_sql = reference.clone();
-        if matches(filter, &marker) {
-            expected_sql.insert(marker.id);
-        }
+        // The stored phase: the filter's newest `limit` (created_at, then publish order).
+        let mut newest: Vec<(u64, usize, _)> = events
+            .iter()
+            .chain(std::iter::once(&marker))
+            .enumerate()
+            .filter(|(_, event)| matches(filter, event))
+            .map(|(order, event)| (event.created_at, order, event.id))
+            .collect();
+        newest.sort_by_key(|(created_at, order, _)| std::cmp::Reverse((*created_at, *order)));
+        newest.truncate(filter.limit.map_or(usize::MAX, |limit| limit as usize));
+        let expected_sql: BTreeSet<_> = newest.into_iter().map(|(_, _, id)| id).collect();
         prop_assert_eq!(&from_sql, &expected_sql, "SQL vs reference for {:?}", filter);
         let mut from_fanout = BTreeSet::new();
         loop {
@@ -130,7 +138,7 @@ async fn check(specs: Vec<EventSpec>, filters: Vec<Filter>) -> Result<(), TestCa
 #[test]
 fn reference_sql_and_fanout_agree() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let mut runner = TestRunner::new(Config { cases: 24, ..Config::default() });
+    let mut runner = TestRunner::new(Config { cases: 64, ..Config::default() });
     let strategy = (prop::collection::vec(event_spec(), 1..40), prop::collection::vec(filter_strategy(), 1..6));
     runner.run(&strategy, |(specs, filters)| runtime.block_on(check(specs, filters))).expect("the three paths agree");
 }

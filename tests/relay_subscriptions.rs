@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axon_relay::client::SubItem;
 use axon_relay::protocol::frame::{encode_publish_frame, Subscribe};
-use axon_relay::protocol::{Filter, Frame, TagFilter};
+use axon_relay::protocol::{Filter, Frame, Tag, TagFilter};
 use common::*;
 
 fn kinds(list: &[u16]) -> Filter {
@@ -42,6 +42,46 @@ async fn stored_phase_is_newest_first_with_per_filter_limits_and_no_duplicates()
     let mut subscription =
         client.subscribe("live", vec![Filter { limit: Some(0), ..Filter::default() }], None).await.expect("sub");
     assert!(subscription.stored().await.expect("stored").is_empty());
+}
+
+#[tokio::test]
+async fn tag_filters_with_several_values_return_the_newest_limit_across_values() {
+    let relay = TestRelay::start().await;
+    let client = relay.connect(&alice()).await;
+    // Topics a and b interleaved in time; one event carries both.
+    let shapes: [(u64, Vec<Tag>); 6] = [
+        (10, vec![Tag::new("t", ["a"])]),
+        (20, vec![Tag::new("t", ["b"])]),
+        (30, vec![Tag::new("t", ["a"]), Tag::new("t", ["b"])]),
+        (40, vec![Tag::new("t", ["b"])]),
+        (50, vec![Tag::new("t", ["a", "x"]), Tag::new("p", ["a"])]),
+        (60, vec![Tag::new("t", ["c"])]),
+    ];
+    let mut seqs = Vec::new();
+    for (index, (created_at, tags)) in shapes.into_iter().enumerate() {
+        let event = event_at(&alice(), 1000, created_at, &format!("tagged{index}"), tags);
+        seqs.push(client.publish(&event).await.expect("publish").expect("seq"));
+    }
+    let tag_filter = |values: &[&str], limit: u64| Filter {
+        tags: Some(vec![TagFilter {
+            name: "t".into(),
+            values: values.iter().map(|value| value.to_string()).collect(),
+        }]),
+        limit: Some(limit),
+        ..Filter::default()
+    };
+    let stored = |filter: Filter| {
+        let client = &client;
+        async move {
+            let mut subscription = client.subscribe("tags", vec![filter], None).await.expect("sub");
+            subscription.stored().await.expect("stored").into_iter().map(|(_, seq)| seq).collect::<Vec<u64>>()
+        }
+    };
+    // Newest three across a and b: 50 (a), 40 (b), 30 (a and b, once).
+    assert_eq!(stored(tag_filter(&["a", "b"], 3)).await, vec![seqs[4], seqs[3], seqs[2]]);
+    assert_eq!(stored(tag_filter(&["b", "a"], 10)).await, vec![seqs[4], seqs[3], seqs[2], seqs[1], seqs[0]]);
+    assert_eq!(stored(tag_filter(&["a"], 2)).await, vec![seqs[4], seqs[2]]);
+    assert_eq!(stored(tag_filter(&["c", "zzz"], 5)).await, vec![seqs[5]]);
 }
 
 #[tokio::test]

@@ -357,6 +357,11 @@ pub struct BadSignature;
 /// Strict Ed25519 verification of `sig` by `pubkey` over `message`.
 pub fn verify_strict(pubkey: &[u8; 32], message: &[u8], sig: &[u8; 64]) -> Result<(), BadSignature> {
     let key = VerifyingKey::from_bytes(pubkey).map_err(|_| BadSignature)?;
+    verify_strict_with(&key, message, sig)
+}
+
+/// [`verify_strict`] with the key already decompressed.
+pub fn verify_strict_with(key: &VerifyingKey, message: &[u8], sig: &[u8; 64]) -> Result<(), BadSignature> {
     // verify_strict rejects small-order keys and R, and non-canonical S.
     key.verify_strict(message, &Signature::from_bytes(sig)).map_err(|_| BadSignature)
 }

@@ -362,7 +362,8 @@ impl Session {
 
     async fn publish(&mut self, raw: RawEvent, in_flight: &mut InFlight) {
         let config = self.state.config();
-        let publisher = Publisher { key: self.viewer.pubkey, limiter: &self.state.publish_rate };
+        let publisher =
+            Publisher { key: self.viewer.pubkey, limiter: &self.state.publish_rate, keys: &self.state.author_keys };
         match admit(raw, &self.state.access, &config.limits, &publisher, unix_now()) {
             Err(Rejection { error, id }) => {
                 self.state.metrics.rejected(error.code.as_u16());

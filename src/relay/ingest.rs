@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::access::Access;
 use super::config::LimitsConfig;
+use super::keys::KeyCache;
 use super::rate::RateLimiter;
 use super::store::Accepted;
 use crate::protocol::kind::{is_admin, is_ephemeral};
@@ -36,6 +37,8 @@ pub struct Publisher<'a> {
     pub key: PublicKey,
     /// Token buckets per key.
     pub limiter: &'a RateLimiter<PublicKey>,
+    /// Decompressed author keys.
+    pub keys: &'a KeyCache,
 }
 
 /// Runs every rule before storage: validation (§3) → author allowed → kind rules →
@@ -50,7 +53,9 @@ pub fn admit(
     let event = raw.decode().map_err(|error| Rejection { error, id: raw.best_effort_id() })?;
     let id = Some(event.id);
     let reject = |error| Rejection { error, id };
-    event.validate(&limits.protocol()).map_err(reject)?;
+    event.check_fields(&limits.protocol()).map_err(reject)?;
+    event.check_id().map_err(reject)?;
+    publisher.keys.verify(&event).map_err(|_| reject(ProtocolError::invalid("bad signature")))?;
     if !access.is_allowed(&event.pubkey) {
         return Err(reject(ProtocolError::new(ErrorCode::Restricted, "the event's author is not on the allowlist")));
     }

@@ -7,6 +7,7 @@ pub mod connections;
 pub mod fanout;
 pub mod http;
 pub mod ingest;
+pub mod keys;
 pub mod metrics;
 pub mod outbound;
 pub mod rate;
@@ -64,6 +65,8 @@ pub struct RelayState {
     pub metrics: Arc<Metrics>,
     /// Publish token buckets per authenticated key.
     pub publish_rate: rate::RateLimiter<crate::protocol::PublicKey>,
+    /// Decompressed keys of recent authors (strict verification without decompression).
+    pub author_keys: keys::KeyCache,
     /// Handshake token buckets per IP.
     pub handshake_rate: rate::RateLimiter<std::net::IpAddr>,
     serving: AtomicBool,
@@ -214,6 +217,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
         connections,
         metrics,
         publish_rate: rate::RateLimiter::default(),
+        author_keys: keys::KeyCache::default(),
         handshake_rate: rate::RateLimiter::default(),
         serving: AtomicBool::new(true),
         next_conn: AtomicU64::new(1),

@@ -87,47 +87,76 @@ fn push_prefixes(sql: &mut Sql, column: &str, prefixes: &[Vec<u8>]) {
     sql.push(")");
 }
 
-/// The conditions of one filter (spec §9.1), ANDed.
-fn push_filter(sql: &mut Sql, filter: &Filter) {
+/// How a filter's tag conditions are tested against a row of `events AS e`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TagCheck {
+    /// A probe of the tag index for this row (name, value, created_at, seq): cheap per row,
+    /// for queries that walk an events index in order and stop at the limit.
+    PerRow,
+    /// Membership in the set of seqs carrying the tag: for seq-ordered replay, where a
+    /// rare tag would otherwise mean probing every event after the cursor.
+    SeqSet,
+}
+
+/// Tag rows of `e` with `name` and one of `values` (tags rows copy the event's created_at,
+/// so the whole tags_by_value key is bound).
+fn push_tag_probe(sql: &mut Sql, name: &str, values: &[String]) {
+    sql.push("EXISTS (SELECT 1 FROM tags AS x WHERE x.name = ").bind(Value::Text(name.to_owned()));
+    sql.push(" AND x.value IN ").bind_list(values.iter().map(|value| Value::Text(value.clone())));
+    sql.push(" AND x.created_at = e.created_at AND x.seq = e.seq)");
+}
+
+/// The conditions of one filter (spec §9.1) on `events AS e`, ANDed, except the tag
+/// condition at `skip_tag` (already applied by the caller).
+fn push_filter(sql: &mut Sql, filter: &Filter, tag_check: TagCheck, skip_tag: Option<usize>) {
     sql.push("(1");
     if let Some(ids) = &filter.ids {
         sql.push(" AND ");
-        push_prefixes(sql, "id", ids);
+        push_prefixes(sql, "e.id", ids);
     }
     if let Some(authors) = &filter.authors {
         sql.push(" AND ");
-        push_prefixes(sql, "pubkey", authors);
+        push_prefixes(sql, "e.pubkey", authors);
     }
     if let Some(kinds) = &filter.kinds {
-        sql.push(" AND kind IN ").bind_list(kinds.iter().map(|kind| Value::Integer(*kind as i64)));
+        sql.push(" AND e.kind IN ").bind_list(kinds.iter().map(|kind| Value::Integer(*kind as i64)));
     }
     if let Some(since) = filter.since {
-        sql.push(" AND created_at >= ").bind(Value::Integer(since));
+        sql.push(" AND e.created_at >= ").bind(Value::Integer(since));
     }
     if let Some(until) = filter.until {
-        sql.push(" AND created_at <= ").bind(Value::Integer(until));
+        sql.push(" AND e.created_at <= ").bind(Value::Integer(until));
     }
-    for condition in filter.tags.iter().flatten() {
-        sql.push(" AND seq IN (SELECT seq FROM tags WHERE name = ").bind(Value::Text(condition.name.clone()));
-        sql.push(" AND value IN ").bind_list(condition.values.iter().map(|value| Value::Text(value.clone())));
-        sql.push(")");
+    for (index, condition) in filter.tags.iter().flatten().enumerate() {
+        if Some(index) == skip_tag {
+            continue;
+        }
+        sql.push(" AND ");
+        match tag_check {
+            TagCheck::PerRow => push_tag_probe(sql, &condition.name, &condition.values),
+            TagCheck::SeqSet => {
+                sql.push("e.seq IN (SELECT seq FROM tags WHERE name = ").bind(Value::Text(condition.name.clone()));
+                sql.push(" AND value IN ").bind_list(condition.values.iter().map(|value| Value::Text(value.clone())));
+                sql.push(")");
+            }
+        }
     }
     sql.push(")");
 }
 
-/// Visibility (spec §9.3), expiry (spec §4) and the seq window.
+/// Visibility (spec §9.3), expiry (spec §4) and the seq window, on `events AS e`.
 fn push_common(sql: &mut Sql, viewer: &Viewer, after: u64, snapshot: u64, now: u64) {
-    sql.push(" AND seq > ").bind(Value::Integer(after as i64));
-    sql.push(" AND seq <= ").bind(Value::Integer(snapshot.min(i64::MAX as u64) as i64));
-    sql.push(" AND (expires_at IS NULL OR expires_at > ")
+    sql.push(" AND e.seq > ").bind(Value::Integer(after as i64));
+    sql.push(" AND e.seq <= ").bind(Value::Integer(snapshot.min(i64::MAX as u64) as i64));
+    sql.push(" AND (e.expires_at IS NULL OR e.expires_at > ")
         .bind(Value::Integer(now.min(i64::MAX as u64) as i64))
         .push(")");
-    sql.push(" AND (kind < 2000 OR kind > 2999 OR pubkey = ").bind(Value::Blob(viewer.pubkey.to_vec()));
-    sql.push(" OR seq IN (SELECT seq FROM tags WHERE name = 'p' AND value = ")
-        .bind(Value::Text(hex::encode(viewer.pubkey)))
-        .push("))");
+    sql.push(" AND (e.kind < 2000 OR e.kind > 2999 OR e.pubkey = ").bind(Value::Blob(viewer.pubkey.to_vec()));
+    sql.push(" OR ");
+    push_tag_probe(sql, "p", &[hex::encode(viewer.pubkey)]);
+    sql.push(")");
     if !viewer.is_admin {
-        sql.push(" AND (kind < 9000 OR kind > 9099)");
+        sql.push(" AND (e.kind < 9000 OR e.kind > 9099)");
     }
 }
 
@@ -142,6 +171,84 @@ fn rows(connection: &Connection, sql: &Sql) -> Result<Vec<(StoredRow, i64)>, Sto
     mapped.collect::<Result<Vec<_>, _>>().map_err(StoreError::from)
 }
 
+/// The tag condition to walk the tag index by, if the filter should be driven by one: a
+/// filter with ids or authors walks the events indexes instead (those are the selective
+/// conditions there); otherwise the condition with the fewest values.
+fn driving_tag(filter: &Filter) -> Option<usize> {
+    if filter.ids.is_some() || filter.authors.is_some() {
+        return None;
+    }
+    let conditions = filter.tags.as_ref()?;
+    (0..conditions.len()).min_by_key(|&index| conditions[index].values.len())
+}
+
+/// One query per value of the driving tag, each walking tags_by_value newest first and
+/// stopping at the limit: the cost follows the limit, not how common the tag is.
+fn newest_by_tag(
+    connection: &Connection,
+    filter: &Filter,
+    driver: usize,
+    window: &Window<'_>,
+    limit: u64,
+) -> Result<Vec<(StoredRow, i64)>, StoreError> {
+    let Some(condition) = filter.tags.as_ref().and_then(|conditions| conditions.get(driver)) else {
+        return Ok(Vec::new());
+    };
+    let mut found = Vec::new();
+    for value in &condition.values {
+        let mut sql = Sql::default();
+        sql.push("SELECT e.seq, e.raw, e.created_at FROM tags AS t CROSS JOIN events AS e ON e.seq = t.seq");
+        sql.push(" WHERE t.name = ").bind(Value::Text(condition.name.clone()));
+        sql.push(" AND t.value = ").bind(Value::Text(value.clone()));
+        if let Some(kinds) = &filter.kinds {
+            sql.push(" AND t.kind IN ").bind_list(kinds.iter().map(|kind| Value::Integer(*kind as i64)));
+        }
+        if let Some(since) = filter.since {
+            sql.push(" AND t.created_at >= ").bind(Value::Integer(since));
+        }
+        if let Some(until) = filter.until {
+            sql.push(" AND t.created_at <= ").bind(Value::Integer(until));
+        }
+        sql.push(" AND ");
+        push_filter(&mut sql, filter, TagCheck::PerRow, Some(driver));
+        push_common(&mut sql, window.viewer, 0, window.snapshot, window.now);
+        sql.push(" ORDER BY t.created_at DESC, t.seq DESC LIMIT ").bind(Value::Integer(clamp_limit(limit)));
+        found.extend(rows(connection, &sql)?);
+    }
+    Ok(found)
+}
+
+/// One query walking the events indexes newest first, tag conditions probed per row.
+fn newest_by_event(
+    connection: &Connection,
+    filter: &Filter,
+    window: &Window<'_>,
+    limit: u64,
+) -> Result<Vec<(StoredRow, i64)>, StoreError> {
+    let mut sql = Sql::default();
+    sql.push("SELECT e.seq, e.raw, e.created_at FROM events AS e WHERE ");
+    push_filter(&mut sql, filter, TagCheck::PerRow, None);
+    push_common(&mut sql, window.viewer, 0, window.snapshot, window.now);
+    sql.push(" ORDER BY e.created_at DESC, e.seq DESC LIMIT ").bind(Value::Integer(clamp_limit(limit)));
+    rows(connection, &sql)
+}
+
+/// Who asks, up to which seq, and when (for expiry).
+struct Window<'a> {
+    viewer: &'a Viewer,
+    snapshot: u64,
+    now: u64,
+}
+
+fn clamp_limit(limit: u64) -> i64 {
+    limit.min(i64::MAX as u64) as i64
+}
+
+/// Newest first: created_at descending, then seq descending.
+fn sort_newest_first(rows: &mut [(StoredRow, i64)]) {
+    rows.sort_by(|(a, a_time), (b, b_time)| b_time.cmp(a_time).then(b.seq.cmp(&a.seq)));
+}
+
 /// Each filter's newest `limit` events; the union without duplicates, newest first.
 pub fn newest(
     connection: &Connection,
@@ -151,6 +258,7 @@ pub fn newest(
     now: u64,
     max_limit: u64,
 ) -> Result<Vec<StoredRow>, StoreError> {
+    let window = Window { viewer, snapshot, now };
     let mut seen = HashSet::new();
     let mut merged: Vec<(StoredRow, i64)> = Vec::new();
     for filter in filters {
@@ -158,18 +266,22 @@ pub fn newest(
         if limit == 0 {
             continue;
         }
-        let mut sql = Sql::default();
-        sql.push("SELECT seq, raw, created_at FROM events WHERE ");
-        push_filter(&mut sql, filter);
-        push_common(&mut sql, viewer, 0, snapshot, now);
-        sql.push(" ORDER BY created_at DESC, seq DESC LIMIT ").bind(Value::Integer(limit.min(i64::MAX as u64) as i64));
-        for (row, created_at) in rows(connection, &sql)? {
+        let mut found = match driving_tag(filter) {
+            Some(driver) => newest_by_tag(connection, filter, driver, &window, limit)?,
+            None => newest_by_event(connection, filter, &window, limit)?,
+        };
+        // Per-value queries each return up to `limit`: keep the filter's newest `limit`.
+        sort_newest_first(&mut found);
+        let mut distinct = HashSet::new();
+        found.retain(|(row, _)| distinct.insert(row.seq));
+        found.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        for (row, created_at) in found {
             if seen.insert(row.seq) {
                 merged.push((row, created_at));
             }
         }
     }
-    merged.sort_by(|(a, a_time), (b, b_time)| b_time.cmp(a_time).then(b.seq.cmp(&a.seq)));
+    sort_newest_first(&mut merged);
     Ok(merged.into_iter().map(|(row, _)| row).collect())
 }
 
@@ -184,14 +296,14 @@ pub fn replay_page(
     page: usize,
 ) -> Result<Vec<StoredRow>, StoreError> {
     let mut sql = Sql::default();
-    sql.push("SELECT seq, raw, created_at FROM events WHERE (0");
+    sql.push("SELECT e.seq, e.raw, e.created_at FROM events AS e WHERE (0");
     for filter in filters {
         sql.push(" OR ");
-        push_filter(&mut sql, filter);
+        push_filter(&mut sql, filter, TagCheck::SeqSet, None);
     }
     sql.push(")");
     push_common(&mut sql, viewer, after, snapshot, now);
-    sql.push(" ORDER BY seq ASC LIMIT ").bind(Value::Integer(page as i64));
+    sql.push(" ORDER BY e.seq ASC LIMIT ").bind(Value::Integer(page as i64));
     Ok(rows(connection, &sql)?.into_iter().map(|(row, _)| row).collect())
 }
 
