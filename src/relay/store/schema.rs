@@ -42,6 +42,8 @@ pub fn configure(connection: &Connection) -> rusqlite::Result<()> {
     // what was written); only a power loss can take the last commits.
     connection.pragma_update(None, "synchronous", "NORMAL")?;
     connection.pragma_update(None, "temp_store", "MEMORY")?;
+    // When the WAL starts over, a file that grew past this is cut back (bytes).
+    connection.pragma_update(None, "journal_size_limit", super::checkpoint::WAL_SIZE_LIMIT)?;
     Ok(())
 }
 
