@@ -340,7 +340,7 @@ impl Event {
     /// Strict Ed25519 verification of `sig` over `id` (rejects small-order keys and
     /// non-canonical signatures).
     pub fn verify_signature(&self) -> Result<(), ProtocolError> {
-        verify_strict(&self.pubkey, &self.id, &self.sig).map_err(|_| ProtocolError::invalid("bad signature"))
+        verify_strict(&self.pubkey, &self.id, &self.sig).map_err(ProtocolError::from)
     }
 
     /// The first value of every tag named `name`, in wire order.
@@ -353,6 +353,12 @@ impl Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("bad signature")]
 pub struct BadSignature;
+
+impl From<BadSignature> for ProtocolError {
+    fn from(_: BadSignature) -> ProtocolError {
+        ProtocolError::invalid("bad signature")
+    }
+}
 
 /// Strict Ed25519 verification of `sig` by `pubkey` over `message`.
 pub fn verify_strict(pubkey: &[u8; 32], message: &[u8], sig: &[u8; 64]) -> Result<(), BadSignature> {

@@ -55,7 +55,7 @@ pub fn admit(
     let reject = |error| Rejection { error, id };
     event.check_fields(&limits.protocol()).map_err(reject)?;
     event.check_id().map_err(reject)?;
-    publisher.keys.verify(&event).map_err(|_| reject(ProtocolError::invalid("bad signature")))?;
+    publisher.keys.verify(&event).map_err(|bad| reject(bad.into()))?;
     if !access.is_allowed(&event.pubkey) {
         return Err(reject(ProtocolError::new(ErrorCode::Restricted, "the event's author is not on the allowlist")));
     }
