@@ -160,7 +160,9 @@ impl Client {
     /// Connects to `url` and authenticates with `key`, signing `relay_url` (the string
     /// the relay is configured with; usually the same as `url`).
     pub async fn connect(url: &str, relay_url: &str, key: &SigningKey) -> Result<Client, ClientError> {
-        let (socket, _) = tokio_tungstenite::connect_async(url)
+        // Nagle off: a publish is one small message, and waiting to coalesce it with the
+        // next one only adds latency.
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
             .await
             .map_err(|error| ClientError::Connect { url: url.into(), reason: error.to_string() })?;
         let (mut sink, mut reader) = socket.split();
