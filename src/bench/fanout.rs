@@ -246,6 +246,26 @@ async fn publisher(
     shared: Arc<Shared>,
     start_ns: u64,
 ) -> PubOutcome {
+    scheduled_publisher(events, shared, start_ns, move |event: Prepared| {
+        let client = client.clone();
+        async move { client.publish_raw(event.id, event.raw).await.map(|_| ()).map_err(|error| error.to_string()) }
+    })
+    .await
+}
+
+/// Sends each event at its offset (ns after `start_ns`), keeping to the schedule while
+/// earlier publishes wait for their acknowledgement; `publish` returns a lazy future that
+/// resolves when the relay acknowledged the event (shared with the Nostr side by side).
+pub(crate) async fn scheduled_publisher<E, F, Fut>(
+    events: Vec<(usize, u64, E)>,
+    shared: Arc<Shared>,
+    start_ns: u64,
+    publish: F,
+) -> PubOutcome
+where
+    F: Fn(E) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
     let mut outcome = PubOutcome::default();
     let mut pending = FuturesUnordered::new();
     for (index, offset, event) in events {
@@ -256,12 +276,11 @@ async fn publisher(
                 Some(result) = pending.next(), if !pending.is_empty() => record(&mut outcome, result),
             }
         }
-        let client = client.clone();
         let slots = shared.clone();
+        let publishing = publish(event);
         pending.push(tokio::spawn(async move {
             let sent = slots.mark_sent(index);
-            let result = client.publish_raw(event.id, event.raw).await;
-            (sent, result.map(|_| ()).map_err(|error| error.to_string()))
+            (sent, publishing.await)
         }));
         outcome.lateness.push(shared.now_ns().saturating_sub(start_ns + offset));
     }

@@ -24,7 +24,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::relay::unix_now;
 
-use super::fanout::{await_deliveries, on_own_thread, FanoutParams, PubOutcome, Shared, SubOutcome};
+use super::fanout::{
+    await_deliveries, on_own_thread, scheduled_publisher, FanoutParams, PubOutcome, Shared, SubOutcome,
+};
 use super::gen::{cores, pseudo_id, run_nonce};
 use super::ingest::{ConnOutcome, IngestParams};
 use super::query::{QueryKind, QueryParams, Series, KINDS, TOPICS};
@@ -461,42 +463,11 @@ async fn publisher(
     shared: Arc<Shared>,
     start_ns: u64,
 ) -> PubOutcome {
-    let mut outcome = PubOutcome::default();
-    let mut pending = FuturesUnordered::new();
-    for (index, offset, event) in events {
-        let due = shared.base + Duration::from_nanos(start_ns + offset);
-        while Instant::now() < due {
-            tokio::select! {
-                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(due)) => break,
-                Some(result) = pending.next(), if !pending.is_empty() => record(&mut outcome, result),
-            }
-        }
+    scheduled_publisher(events, shared, start_ns, move |event: NostrPrepared| {
         let client = client.clone();
-        let slots = shared.clone();
-        pending.push(tokio::spawn(async move {
-            let sent = slots.mark_sent(index);
-            (sent, client.publish(&event).await)
-        }));
-        outcome.lateness.push(shared.now_ns().saturating_sub(start_ns + offset));
-    }
-    while let Some(result) = pending.next().await {
-        record(&mut outcome, result);
-    }
-    outcome
-}
-
-fn record(outcome: &mut PubOutcome, result: Result<(u64, Result<(), String>), tokio::task::JoinError>) {
-    match result {
-        Ok((sent, result)) => {
-            outcome.last_sent = outcome.last_sent.max(sent);
-            match result {
-                Ok(()) => outcome.acknowledged += 1,
-                Err(reason) if outcome.errors.len() < 5 => outcome.errors.push(reason),
-                Err(_) => {}
-            }
-        }
-        Err(error) => outcome.errors.push(format!("publish task failed: {error}")),
-    }
+        async move { client.publish(&event).await }
+    })
+    .await
 }
 
 /// One fan-out run against a Nostr relay.

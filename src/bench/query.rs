@@ -16,7 +16,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::client::Client;
 use crate::protocol::frame::Subscribe;
-use crate::protocol::{EventId, Filter, Frame, TagFilter};
+use crate::protocol::{Event, EventId, Filter, Frame, TagFilter};
 use crate::relay::store::{Accepted, BatchStats, CommitHook, Committed, Store};
 use crate::relay::unix_now;
 
@@ -147,13 +147,7 @@ async fn prefill_store(
     let mut start = 0;
     while start < params.prefill {
         let end = (start + CHUNK).min(params.prefill);
-        let events = tokio::task::block_in_place(|| {
-            sign_all(end - start, keys, |offset| {
-                prefill_draft(start + offset, params.prefill, &dataset.authors, prefix, params)
-            })
-        })?;
-        let chunk_ids: Vec<EventId> = events.iter().map(|event| event.id).collect();
-        sample_ids(&mut dataset.ids, start, &chunk_ids);
+        let events = sign_chunk(start..end, keys, dataset, params, prefix)?;
         let mut pending = FuturesUnordered::new();
         for event in events {
             let raw = Bytes::from(event.encode());
@@ -172,6 +166,24 @@ async fn prefill_store(
     Ok(())
 }
 
+/// Signs prefill events `range` (on every core) and samples their ids for the id lookups.
+fn sign_chunk(
+    range: std::ops::Range<usize>,
+    keys: &[SigningKey],
+    dataset: &mut Dataset,
+    params: &QueryParams,
+    prefix: &str,
+) -> BenchResult<Vec<Event>> {
+    let events = tokio::task::block_in_place(|| {
+        sign_all(range.len(), keys, |offset| {
+            prefill_draft(range.start + offset, params.prefill, &dataset.authors, prefix, params)
+        })
+    })?;
+    let chunk_ids: Vec<EventId> = events.iter().map(|event| event.id).collect();
+    sample_ids(&mut dataset.ids, range.start, &chunk_ids);
+    Ok(events)
+}
+
 /// Publishes the prefill over pipelined connections (for `--url`).
 async fn prefill_publish(
     relay: &Running,
@@ -188,13 +200,7 @@ async fn prefill_publish(
     let mut start = 0;
     while start < params.prefill {
         let end = (start + CHUNK).min(params.prefill);
-        let events = tokio::task::block_in_place(|| {
-            sign_all(end - start, keys, |offset| {
-                prefill_draft(start + offset, params.prefill, &dataset.authors, prefix, params)
-            })
-        })?;
-        let chunk_ids: Vec<EventId> = events.iter().map(|event| event.id).collect();
-        sample_ids(&mut dataset.ids, start, &chunk_ids);
+        let events = sign_chunk(start..end, keys, dataset, params, prefix)?;
         let mut parts: Vec<Vec<Prepared>> = clients.iter().map(|_| Vec::new()).collect();
         for (index, event) in events.iter().enumerate() {
             parts[index % clients.len()].push(Prepared::of(event));
