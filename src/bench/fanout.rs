@@ -88,10 +88,15 @@ impl Shared {
     /// Records a delivery of the event whose content starts with its index; returns the
     /// latency when the send time is known.
     pub fn delivered(&self, content: &[u8]) -> Option<u64> {
+        self.delivered_index(content_head(content).map(|(index, _)| index))
+    }
+
+    /// Records a delivery of event `index` (if it could be read); returns the latency when
+    /// the send time is known.
+    pub fn delivered_index(&self, index: Option<u64>) -> Option<u64> {
         let now = self.now_ns();
         self.deliveries.fetch_add(1, Ordering::Relaxed);
-        let (index, _) = content_head(content)?;
-        let sent = self.sent_at.get(index as usize)?.load(Ordering::Acquire);
+        let sent = self.sent_at.get(usize::try_from(index?).ok()?)?.load(Ordering::Acquire);
         (sent > 0).then(|| now.saturating_sub(sent))
     }
 
@@ -480,16 +485,10 @@ pub async fn run(target: &Target, params: &FanoutParams) -> BenchResult<Report> 
     await_deliveries(&shared, total as u64 * params.subscribers as u64, Duration::from_secs(3)).await;
     let cpu_end = relay.cpu();
     let _ = stop.send(true);
-    let mut subs = Vec::with_capacity(subscriber_tasks.len());
-    for task in subscriber_tasks {
-        subs.push(task.await.map_err(|error| format!("a subscriber failed: {error}"))?);
-    }
+    let subs = super::join_tasks(subscriber_tasks, "a subscriber").await?;
     let mut report = report(params, &shared, subs, pubs);
     cpu_end.report_since(&cpu_start, &mut report);
-    if let Some(peak) = relay.peak_rss_kib() {
-        report.metrics.set("relay_peak_rss_mib", peak as f64 / 1024.0);
-        report.details.push(format!("relay peak RSS {:.1} MiB", peak as f64 / 1024.0));
-    }
+    relay.report_peak_rss(&mut report);
     relay.stop().await?;
     Ok(report)
 }

@@ -157,18 +157,12 @@ pub async fn run(target: &Target, params: &IngestParams) -> BenchResult<Report> 
         .zip(per_connection)
         .map(|(client, events)| tokio::spawn(async move { pipeline(&client, events, in_flight).await }))
         .collect();
-    let mut outcomes = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        outcomes.push(task.await.map_err(|error| format!("a publishing task failed: {error}"))?);
-    }
+    let outcomes = super::join_tasks(tasks, "a publishing task").await?;
     let elapsed = started.elapsed();
     let cpu_end = relay.cpu();
     let mut report = report(params, outcomes, elapsed);
     cpu_end.report_since(&cpu_start, &mut report);
-    if let Some(peak) = relay.peak_rss_kib() {
-        report.metrics.set("relay_peak_rss_mib", peak as f64 / 1024.0);
-        report.details.push(format!("relay peak RSS {:.1} MiB", peak as f64 / 1024.0));
-    }
+    relay.report_peak_rss(&mut report);
     relay.stop().await?;
     Ok(report)
 }

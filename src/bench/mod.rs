@@ -72,6 +72,14 @@ impl Running {
         self.pid.and_then(|pid| spawn::proc_status_kib(pid, "VmHWM"))
     }
 
+    /// Adds the relay's peak resident memory to `report`, when its process is known.
+    pub fn report_peak_rss(&self, report: &mut Report) {
+        if let Some(peak) = self.peak_rss_kib() {
+            report.metrics.set("relay_peak_rss_mib", peak as f64 / 1024.0);
+            report.details.push(format!("relay peak RSS {:.1} MiB", peak as f64 / 1024.0));
+        }
+    }
+
     /// CPU seconds used so far by the relay and by this benchmark process.
     pub fn cpu(&self) -> CpuMark {
         CpuMark {
@@ -198,6 +206,16 @@ impl Target {
 
 /// The reports of one run: one per side ("axon", "nostr").
 pub type RunReports = Vec<(&'static str, Report)>;
+
+/// Waits for every task in order; a task that panicked or was cancelled fails the run,
+/// named by `what` ("a subscriber").
+pub async fn join_tasks<T>(tasks: Vec<tokio::task::JoinHandle<T>>, what: &str) -> BenchResult<Vec<T>> {
+    let mut outputs = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        outputs.push(task.await.map_err(|error| format!("{what} failed: {error}"))?);
+    }
+    Ok(outputs)
+}
 
 /// Runs `once` for runs 1..=`runs`, printing each run's summary and details, then (with
 /// more than one run) the median of every figure, and with two sides their ratios.

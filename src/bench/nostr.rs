@@ -311,10 +311,7 @@ pub async fn ingest(url: &str, params: &IngestParams) -> BenchResult<Report> {
         .zip(parts)
         .map(|(client, events)| tokio::spawn(async move { pipeline(&client, events, in_flight).await }))
         .collect();
-    let mut outcomes = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        outcomes.push(task.await.map_err(|error| format!("a publishing task failed: {error}"))?);
-    }
+    let outcomes = super::join_tasks(tasks, "a publishing task").await?;
     let mut report = super::ingest::report(params, outcomes, started.elapsed());
     report.details.push("NIP-01 JSON, BIP-340 signatures, no AUTH".into());
     Ok(report)
@@ -429,17 +426,11 @@ async fn subscriber(
         };
         match message {
             Ok(Some(Incoming::Event(index))) => {
-                let now = shared.now_ns();
-                shared.deliveries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if let Some(sent) = index
-                    .and_then(|index| shared.sent_at.get(index as usize))
-                    .map(|slot| slot.load(std::sync::atomic::Ordering::Acquire))
-                    .filter(|&sent| sent > 0)
-                {
-                    outcome.latencies.push(now.saturating_sub(sent));
+                if let Some(latency) = shared.delivered_index(index) {
+                    outcome.latencies.push(latency);
                 }
                 outcome.deliveries += 1;
-                outcome.last_delivery = now;
+                outcome.last_delivery = shared.now_ns();
             }
             Ok(Some(Incoming::Closed(_, reason))) => {
                 outcome.overflows += 1;
@@ -535,10 +526,7 @@ pub async fn fanout(url: &str, params: &FanoutParams) -> BenchResult<Report> {
     .await?;
     await_deliveries(&shared, total as u64 * params.subscribers as u64, Duration::from_secs(3)).await;
     let _ = stop.send(true);
-    let mut subs = Vec::new();
-    for task in subscriber_tasks {
-        subs.push(task.await.map_err(|error| format!("a subscriber failed: {error}"))?);
-    }
+    let subs = super::join_tasks(subscriber_tasks, "a subscriber").await?;
     let mut report = super::fanout::report(params, &shared, subs, pubs);
     report.details.push("NIP-01 JSON; overflows = subscriptions the relay CLOSED".into());
     Ok(report)
@@ -601,8 +589,7 @@ pub async fn prepare_query(url: &str, params: &QueryParams) -> BenchResult<Nostr
             .zip(parts)
             .map(|(client, part)| tokio::spawn(async move { pipeline(&client, part, 256).await }))
             .collect();
-        for task in tasks {
-            let outcome = task.await.map_err(|error| format!("a prefill task failed: {error}"))?;
+        for outcome in super::join_tasks(tasks, "a prefill task").await? {
             if !outcome.errors.is_empty() {
                 return Err(format!("the Nostr relay refused prefill events: {:?}", outcome.errors).into());
             }

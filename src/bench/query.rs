@@ -211,8 +211,7 @@ async fn prefill_publish(
             .zip(parts)
             .map(|(client, part)| tokio::spawn(async move { super::ingest::pipeline(&client, part, 256).await }))
             .collect();
-        for task in tasks {
-            let outcome = task.await.map_err(|error| format!("a prefill task failed: {error}"))?;
+        for outcome in super::join_tasks(tasks, "a prefill task").await? {
             if !outcome.errors.is_empty() {
                 return Err(format!("the relay refused prefill events: {:?}", outcome.errors).into());
             }
@@ -486,10 +485,7 @@ impl QuerySession {
                 conn.close().await;
             }
         }
-        if let Some(rss) = self.relay.peak_rss_kib() {
-            report.metrics.set("relay_peak_rss_mib", rss as f64 / 1024.0);
-            report.details.push(format!("relay peak RSS {:.1} MiB", rss as f64 / 1024.0));
-        }
+        self.relay.report_peak_rss(&mut report);
         Ok(report)
     }
 
