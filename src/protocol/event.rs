@@ -1,15 +1,16 @@
 //! Events: the wire shape, canonical signing payload, id, signing and strict validation
-//! (spec §2–§3).
+//! (spec §2–§3). The signature rule itself is in [`super::signature`].
 
 use std::cmp::Ordering;
 
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 use sha2::{Digest, Sha256};
 
 use super::error::{ErrorCode, ProtocolError};
 use super::limits::{Limits, MAX_TAG_NAME_BYTES};
 use super::msgpack::{Reader, SeenKeys};
+use super::signature::{self, SignatureError};
 
 /// A 32-byte event id: SHA-256 of the canonical payload.
 pub type EventId = [u8; 32];
@@ -322,7 +323,7 @@ impl Event {
     }
 
     /// Runs spec §3's validation after decoding, in order: field rules → duplicate tags →
-    /// id → strict signature.
+    /// id → signature rule.
     pub fn validate(&self, limits: &Limits) -> Result<(), ProtocolError> {
         self.check_fields(limits)?;
         self.check_id()?;
@@ -337,10 +338,10 @@ impl Event {
         Ok(())
     }
 
-    /// Strict Ed25519 verification of `sig` over `id` (rejects small-order keys and
-    /// non-canonical signatures).
+    /// Spec §3's signature rule for `sig` by `pubkey` over `id`
+    /// ([`signature::verify_single`]); 400 naming the clause that failed.
     pub fn verify_signature(&self) -> Result<(), ProtocolError> {
-        verify_strict(&self.pubkey, &self.id, &self.sig).map_err(ProtocolError::from)
+        signature::verify_single(&self.pubkey, &self.id, &self.sig).map_err(ProtocolError::from)
     }
 
     /// The first value of every tag named `name`, in wire order.
@@ -349,7 +350,7 @@ impl Event {
     }
 }
 
-/// A signature did not verify in strict mode.
+/// A signature is invalid under spec §3's signature rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("bad signature")]
 pub struct BadSignature;
@@ -360,16 +361,29 @@ impl From<BadSignature> for ProtocolError {
     }
 }
 
-/// Strict Ed25519 verification of `sig` by `pubkey` over `message`.
-pub fn verify_strict(pubkey: &[u8; 32], message: &[u8], sig: &[u8; 64]) -> Result<(), BadSignature> {
-    let key = VerifyingKey::from_bytes(pubkey).map_err(|_| BadSignature)?;
-    verify_strict_with(&key, message, sig)
+impl From<SignatureError> for BadSignature {
+    fn from(_: SignatureError) -> BadSignature {
+        BadSignature
+    }
 }
 
-/// [`verify_strict`] with the key already decompressed.
+impl From<SignatureError> for ProtocolError {
+    fn from(error: SignatureError) -> ProtocolError {
+        ProtocolError::invalid(format!("bad signature: {error}"))
+    }
+}
+
+/// Spec §3's signature rule for `sig` by `pubkey` over `message`. The name is historical:
+/// this is no longer ed25519-dalek's `verify_strict` (which is cofactorless and rejects a
+/// torsion component in R) but [`signature::verify_single`]; the relay's AUTH check uses it.
+pub fn verify_strict(pubkey: &[u8; 32], message: &[u8], sig: &[u8; 64]) -> Result<(), BadSignature> {
+    signature::verify_single(pubkey, message, sig).map_err(BadSignature::from)
+}
+
+/// [`verify_strict`] for an ed25519-dalek key; prefer [`signature::verify_prepared`] with a
+/// cached [`signature::VerificationKey`], which skips decoding the key again.
 pub fn verify_strict_with(key: &VerifyingKey, message: &[u8], sig: &[u8; 64]) -> Result<(), BadSignature> {
-    // verify_strict rejects small-order keys and R, and non-canonical S.
-    key.verify_strict(message, &Signature::from_bytes(sig)).map_err(|_| BadSignature)
+    verify_strict(key.as_bytes(), message, sig)
 }
 
 fn read_created_at(reader: &mut Reader<'_>) -> Result<u64, ProtocolError> {

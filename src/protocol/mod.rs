@@ -9,6 +9,7 @@ pub mod frame;
 pub mod kind;
 pub mod limits;
 pub mod msgpack;
+pub mod signature;
 pub mod tags;
 pub mod vectors;
 

@@ -1,50 +1,76 @@
-//! Decompressed public keys of recent authors, so strict verification of their next event
-//! skips point decompression (~6 µs of ~66 µs per signature here; `axon bench ceiling`).
+//! Decoded public keys of recent authors, so verifying their next event skips point
+//! decompression and the canonical and small-order checks of the key (spec §3, clauses 2
+//! and 3 for A). A key that fails them is remembered as failing.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use ed25519_dalek::VerifyingKey;
-
-use crate::protocol::event::{verify_strict_with, BadSignature};
+use crate::protocol::event::BadSignature;
+use crate::protocol::signature::{self, BatchVerifier, PreparedSigned, SignatureError, VerificationKey};
 use crate::protocol::{Event, PublicKey};
 
 /// Keys kept before the cache starts over (authors are allowlisted, so this is rarely hit).
 const CAPACITY: usize = 4096;
 
-/// A bounded map from public key bytes to the decompressed key.
+/// A key's verdict under clauses 2 and 3: the decoded key, or why it is unusable.
+type Decoded = Result<VerificationKey, SignatureError>;
+
+/// A bounded map from public key bytes to the decoded key (or why it is unusable).
 #[derive(Default)]
 pub struct KeyCache {
-    keys: Mutex<HashMap<PublicKey, VerifyingKey>>,
+    keys: Mutex<HashMap<PublicKey, Decoded>>,
 }
 
 impl KeyCache {
-    /// The decompressed key for `pubkey`; `BadSignature` if the bytes are not a point.
-    fn key(&self, pubkey: &PublicKey) -> Result<VerifyingKey, BadSignature> {
-        if let Some(key) = self.with_keys(|keys| keys.get(pubkey).copied()) {
-            return Ok(key);
+    /// The decoded key for `pubkey`, from the cache when it is there.
+    pub fn prepare(&self, pubkey: &PublicKey) -> Decoded {
+        if let Some(decoded) = self.with_keys(|keys| keys.get(pubkey).copied()) {
+            return decoded;
         }
-        let key = VerifyingKey::from_bytes(pubkey).map_err(|_| BadSignature)?;
+        let decoded = VerificationKey::from_bytes(pubkey);
         self.with_keys(|keys| {
             if keys.len() >= CAPACITY {
                 keys.clear();
             }
-            keys.insert(*pubkey, key);
+            keys.insert(*pubkey, decoded);
         });
-        Ok(key)
+        decoded
     }
 
-    fn with_keys<T>(&self, work: impl FnOnce(&mut HashMap<PublicKey, VerifyingKey>) -> T) -> T {
+    fn with_keys<T>(&self, work: impl FnOnce(&mut HashMap<PublicKey, Decoded>) -> T) -> T {
         match self.keys.lock() {
             Ok(mut keys) => work(&mut keys),
             Err(poisoned) => work(&mut poisoned.into_inner()),
         }
     }
 
-    /// Strict verification of the event's signature over its id (same rules as
+    /// Spec §3's signature rule for the event's signature over its id (the same verdict as
     /// [`Event::verify_signature`]).
     pub fn verify(&self, event: &Event) -> Result<(), BadSignature> {
-        verify_strict_with(&self.key(&event.pubkey)?, &event.id, &event.sig)
+        let key = self.prepare(&event.pubkey)?;
+        signature::verify_prepared(&key, &event.id, &event.sig).map_err(BadSignature::from)
+    }
+
+    /// [`KeyCache::verify`] for each event, in batches through `verifier` (the same verdict
+    /// for every event; see [`BatchVerifier`]).
+    pub fn verify_batch(&self, verifier: &mut BatchVerifier, events: &[&Event]) -> Vec<Result<(), BadSignature>> {
+        let keys: Vec<Decoded> = events.iter().map(|event| self.prepare(&event.pubkey)).collect();
+        let mut verdicts: Vec<Result<(), BadSignature>> = vec![Ok(()); events.len()];
+        let mut items = Vec::with_capacity(events.len());
+        let mut positions = Vec::with_capacity(events.len());
+        for (index, (event, key)) in events.iter().zip(&keys).enumerate() {
+            match key {
+                Ok(key) => {
+                    items.push(PreparedSigned { key, message: &event.id, signature: &event.sig });
+                    positions.push(index);
+                }
+                Err(_) => verdicts[index] = Err(BadSignature),
+            }
+        }
+        for (position, verdict) in positions.into_iter().zip(verifier.verify(&items)) {
+            verdicts[position] = verdict.map_err(BadSignature::from);
+        }
+        verdicts
     }
 }
 
@@ -64,8 +90,19 @@ mod tests {
         forged.sig[0] ^= 1;
         assert!(forged.verify_signature().is_err());
         assert_eq!(cache.verify(&forged), Err(BadSignature));
-        let mut not_a_point = event;
+        let mut not_a_point = event.clone();
         not_a_point.pubkey = [0xff; 32];
         assert_eq!(cache.verify(&not_a_point), Err(BadSignature));
+        let mut small_order = forged.clone();
+        small_order.pubkey = [0; 32];
+        small_order.pubkey[0] = 1;
+        assert_eq!(cache.verify(&small_order), Err(BadSignature));
+        assert_eq!(cache.prepare(&small_order.pubkey).err(), Some(SignatureError::SmallOrderKey), "remembered");
+        let mut verifier = BatchVerifier::new();
+        let events = [&event, &forged, &not_a_point, &small_order, &event];
+        let verdicts = cache.verify_batch(&mut verifier, &events);
+        let singles: Vec<_> = events.iter().map(|event| cache.verify(event)).collect();
+        assert_eq!(verdicts, singles);
+        assert_eq!(verdicts.iter().filter(|verdict| verdict.is_ok()).count(), 2);
     }
 }
