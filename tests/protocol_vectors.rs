@@ -2,7 +2,7 @@
 //! every vector its expected outcome.
 
 use axon_relay::protocol::event::{canonical_tags, decode_and_validate, tags_hash};
-use axon_relay::protocol::{vectors, Event, Limits, Tag};
+use axon_relay::protocol::{signature, vectors, Event, Limits, Tag};
 use ed25519_dalek::SigningKey;
 use serde_json::Value;
 
@@ -103,4 +103,102 @@ fn small_order_vector_is_accepted_by_a_lenient_verifier() {
     let key = ed25519_dalek::VerifyingKey::from_bytes(&event.pubkey).expect("point");
     key.verify(&event.id, &ed25519_dalek::Signature::from_bytes(&event.sig)).expect("lenient verify accepts");
     assert!(event.verify_signature().is_err());
+}
+
+fn signature_vectors() -> Vec<Value> {
+    let file: Value = serde_json::from_str(&committed("signatures.json")).expect("json");
+    file["vectors"].as_array().expect("vectors").clone()
+}
+
+fn signature_vector(name: &str) -> Event {
+    let vector = signature_vectors().into_iter().find(|v| v["name"] == name).expect("present");
+    Event::decode(&hex_field(&vector, "msgpack")).expect("decodes")
+}
+
+#[test]
+fn committed_signature_vectors_match_the_generator() {
+    assert!(
+        committed("signatures.json") == vectors::signatures_json(),
+        "testvectors/signatures.json is stale: run `axon vectors testvectors`"
+    );
+}
+
+#[test]
+fn signature_vectors_get_their_verdicts_singly_and_in_a_batch() {
+    let list = signature_vectors();
+    assert!(list.len() >= 8);
+    let invalid: Value = serde_json::from_str(&committed("invalid.json")).expect("json");
+    let mut events = Vec::new();
+    for vector in &list {
+        let name = vector["name"].as_str().unwrap_or_default();
+        let event = Event::decode(&hex_field(vector, "msgpack")).expect(name);
+        assert_eq!(event.pubkey.to_vec(), hex_field(vector, "pubkey"), "{name}");
+        assert_eq!(event.id.to_vec(), hex_field(vector, "message"), "{name}");
+        assert_eq!(event.sig.to_vec(), hex_field(vector, "sig"), "{name}");
+        // The id is correct, so only the signature rule can decide.
+        event.check_fields(&Limits::default()).expect(name);
+        event.check_id().expect(name);
+        let valid = vector["valid"].as_bool().expect("valid");
+        assert_eq!(event.verify_signature().is_ok(), valid, "{name}: {:?}", event.verify_signature());
+        assert_eq!(signature::verify_single(&event.pubkey, &event.id, &event.sig).is_ok(), valid, "{name}");
+        let in_invalid = invalid["vectors"].as_array().expect("vectors").iter().any(|v| v["name"] == name);
+        assert_eq!(in_invalid, !valid, "{name}: every invalid signature vector is also in invalid.json");
+        events.push((event, valid));
+    }
+    let items: Vec<signature::Signed> = events
+        .iter()
+        .map(|(event, _)| signature::Signed { pubkey: &event.pubkey, message: &event.id, signature: &event.sig })
+        .collect();
+    let verdicts = signature::verify_batch(&items);
+    for ((event, valid), verdict) in events.iter().zip(verdicts) {
+        assert_eq!(verdict.is_ok(), *valid, "{}", String::from_utf8_lossy(&event.content));
+    }
+}
+
+#[test]
+fn torsion_vector_fails_the_cofactorless_check() {
+    use ed25519_dalek::Verifier;
+    let event = signature_vector("torsion-r");
+    assert!(event.verify_signature().is_ok());
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&event.pubkey).expect("point");
+    let sig = ed25519_dalek::Signature::from_bytes(&event.sig);
+    assert!(key.verify_strict(&event.id, &sig).is_err(), "dalek verify_strict (cofactorless) rejects it");
+    assert!(key.verify(&event.id, &sig).is_err(), "dalek verify (cofactorless) rejects it");
+}
+
+/// The cofactored equation over leniently decoded points (dalek's decompress reduces y mod p
+/// and ignores the sign of x = 0) and S reduced mod ℓ.
+fn lenient_cofactored_equation_holds(event: &Event) -> bool {
+    use curve25519_dalek::edwards::CompressedEdwardsY;
+    use curve25519_dalek::scalar::Scalar;
+    use curve25519_dalek::traits::IsIdentity;
+    use sha2::Digest;
+    let decode = |bytes: &[u8]| CompressedEdwardsY(bytes.try_into().expect("32 bytes")).decompress().expect("decodes");
+    let a = decode(&event.pubkey);
+    let r = decode(&event.sig[..32]);
+    let s = Scalar::from_bytes_mod_order(event.sig[32..].try_into().expect("32 bytes"));
+    let hash = sha2::Sha512::new().chain_update(&event.sig[..32]).chain_update(event.pubkey).chain_update(event.id);
+    let k = Scalar::from_bytes_mod_order_wide(&hash.finalize().into());
+    (curve25519_dalek::constants::ED25519_BASEPOINT_POINT * s - r - a * k).mul_by_cofactor().is_identity()
+}
+
+#[test]
+fn invalid_signature_vectors_break_only_the_clauses_they_name() {
+    // These satisfy the cofactored equation over the decoded points: a lenient (ZIP-215
+    // style) verifier accepts them, so each is rejected for its encoding or small order.
+    for name in ["small-order-r", "non-canonical-r", "non-canonical-a"] {
+        let event = signature_vector(name);
+        assert!(lenient_cofactored_equation_holds(&event), "{name}");
+        assert!(event.verify_signature().is_err(), "{name}");
+    }
+    let file: Value = serde_json::from_str(&committed("invalid.json")).expect("json");
+    let vector = file["vectors"].as_array().expect("vectors").iter().find(|v| v["name"] == "non-canonical-s").cloned();
+    let event = Event::decode(&hex_field(&vector.expect("present"), "msgpack")).expect("decodes");
+    assert!(lenient_cofactored_equation_holds(&event), "S + ℓ reduces to a valid S");
+    // The remaining ones cannot satisfy the equation (that would take a discrete log).
+    for name in ["non-canonical-r-y-above-p", "non-canonical-a-y-above-p", "s-equals-l"] {
+        let event = signature_vector(name);
+        assert!(!lenient_cofactored_equation_holds(&event), "{name}");
+        assert!(event.verify_signature().is_err(), "{name}");
+    }
 }

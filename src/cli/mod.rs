@@ -20,6 +20,7 @@ pub fn write_vectors(dir: &Path) -> CliResult {
     for (name, text) in [
         ("valid.json", crate::protocol::vectors::valid_json()),
         ("invalid.json", crate::protocol::vectors::invalid_json()),
+        ("signatures.json", crate::protocol::vectors::signatures_json()),
     ] {
         let path = dir.join(name);
         std::fs::write(&path, text).map_err(|error| format!("cannot write {}: {error}", path.display()))?;

@@ -114,7 +114,7 @@ fn decode_canonical(bytes: &[u8; 32]) -> Option<EdwardsPoint> {
 }
 
 /// `k = SHA-512(R || A || message) mod ℓ` over the received bytes.
-fn challenge(r: &[u8], a: &[u8; 32], message: &[u8]) -> Scalar {
+pub(crate) fn challenge(r: &[u8], a: &[u8; 32], message: &[u8]) -> Scalar {
     let mut hasher = Sha512::new();
     hasher.update(r);
     hasher.update(a);

@@ -1,11 +1,15 @@
 //! Test vectors of spec §13, generated from fixed seeds (Ed25519 is deterministic), so
 //! `testvectors/*.json` can be regenerated and compared byte for byte.
 
+use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::scalar::Scalar;
 use ed25519_dalek::{Signer, SigningKey};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha512};
 
 use super::event::{canonical_tags, tags_hash, Event, Tag};
+use super::signature::challenge;
 
 /// One valid vector: inputs and every derived field, hex-encoded.
 #[derive(Serialize)]
@@ -33,6 +37,19 @@ pub struct InvalidVector {
     description: &'static str,
     msgpack: String,
     code: u16,
+}
+
+/// One signature-rule vector (spec §3): the signature's inputs, the verdict, and the
+/// event (with a correct id) that carries it.
+#[derive(Serialize)]
+pub struct SignatureVector {
+    name: &'static str,
+    description: &'static str,
+    pubkey: String,
+    message: String,
+    sig: String,
+    valid: bool,
+    msgpack: String,
 }
 
 #[derive(Serialize)]
@@ -319,13 +336,13 @@ fn invalid_vectors() -> Vec<InvalidVector> {
         vector("zeroed-sig", "a signature of 64 zero bytes", with_entry(fields(), "sig", bin(&[0; 64])), 400),
         vector(
             "non-canonical-s",
-            "signature S not reduced modulo the group order (strict mode)",
+            "S + ℓ for a valid S: the equation holds mod ℓ, clause 1 (S < ℓ) fails",
             with_entry(fields(), "sig", bin(&non_canonical_s(&base))),
             400,
         ),
         vector(
             "small-order-pubkey",
-            "small-order public key with a signature a non-strict verifier accepts",
+            "small-order public key (the identity) with a signature a lenient verifier accepts: clause 3 fails",
             small_order_key_event(),
             400,
         ),
@@ -388,6 +405,198 @@ fn invalid_vectors() -> Vec<InvalidVector> {
     ]
 }
 
+/// A point of order 8 (its canonical encoding, from the list of the 8 small-order points).
+const ORDER_8_POINT: [u8; 32] = [
+    0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98, 0xf0, 0xd5, 0xdf, 0xac,
+    0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x05,
+];
+
+/// The identity (x = 0, y = 1) encoded with the sign bit set: x = 0 makes it non-canonical.
+const IDENTITY_WITH_SIGN_BIT: [u8; 32] = {
+    let mut bytes = [0u8; 32];
+    bytes[0] = 1;
+    bytes[31] = 0x80;
+    bytes
+};
+
+/// The identity encoded with y = p + 1 (y ≥ p: non-canonical).
+const IDENTITY_Y_ABOVE_P: [u8; 32] = y_above_p(1);
+
+/// The encoding of y = p + j (2^255 − 19 + j, for j < 19), sign bit clear.
+const fn y_above_p(j: u8) -> [u8; 32] {
+    let mut bytes = [0xff; 32];
+    bytes[0] = 0xed + j;
+    bytes[31] = 0x7f;
+    bytes
+}
+
+/// The first y ≥ p encoding of a point that is not of small order (y = p + 3 here): a
+/// non-canonical encoding that a decoder reducing y mod p accepts.
+fn mixed_order_y_above_p() -> [u8; 32] {
+    (0..19u8)
+        .map(y_above_p)
+        .find(|bytes| CompressedEdwardsY(*bytes).decompress().is_some_and(|point| !point.is_small_order()))
+        .unwrap_or_else(|| unreachable!("y = p + 3 encodes a point of order 8ℓ"))
+}
+
+fn decompress(bytes: &[u8; 32]) -> EdwardsPoint {
+    CompressedEdwardsY(*bytes).decompress().unwrap_or_else(|| unreachable!("a fixed point encoding"))
+}
+
+/// A deterministic nonce for a vector.
+fn nonce(name: &str) -> Scalar {
+    Scalar::from_bytes_mod_order_wide(&Sha512::digest(format!("axon signature vector nonce: {name}")).into())
+}
+
+/// An event by `pubkey` (which may be any bytes) with a correct id and a zero signature.
+fn unsigned_event(name: &str, pubkey: [u8; 32]) -> Event {
+    let mut event = Event {
+        id: [0; 32],
+        pubkey,
+        created_at: 1_700_000_000,
+        kind: 1000,
+        content: format!("signature rule: {name}").into_bytes(),
+        sig: [0; 64],
+        tags: vec![],
+    };
+    event.id = event.compute_id().unwrap_or_default();
+    event
+}
+
+fn with_signature(mut event: Event, r: [u8; 32], s: [u8; 32]) -> Event {
+    event.sig[..32].copy_from_slice(&r);
+    event.sig[32..].copy_from_slice(&s);
+    event
+}
+
+/// Signs with R given as `r_bytes` (an encoding of [r]B plus whatever the case adds):
+/// S = r + k·a with k over those bytes.
+fn sign_with_r(key: &SigningKey, event: Event, r: Scalar, r_bytes: [u8; 32]) -> Event {
+    let k = challenge(&r_bytes, &event.pubkey, &event.id);
+    let s = r + k * key.to_scalar();
+    with_signature(event, r_bytes, s.to_bytes())
+}
+
+/// The group order ℓ, little-endian.
+const L: [u8; 32] = [
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+
+/// One case of spec §3's signature rule.
+struct SignatureCase {
+    name: &'static str,
+    description: &'static str,
+    event: Event,
+    valid: bool,
+}
+
+fn signature_cases() -> Vec<SignatureCase> {
+    let key_for = |name: &str| SigningKey::from_bytes(&seed_for(name));
+    let keyed = |name: &str| {
+        let key = key_for(name);
+        let event = unsigned_event(name, key.verifying_key().to_bytes());
+        (key, event)
+    };
+    let case = |name, description, event, valid| SignatureCase { name, description, event, valid };
+
+    let (key, mut plain) = keyed("rfc8032");
+    plain.sig = key.sign(&plain.id).to_bytes();
+
+    let (key, event) = keyed("torsion-r");
+    let r = nonce("torsion-r");
+    let torsion_r = (ED25519_BASEPOINT_POINT * r + decompress(&ORDER_8_POINT)).compress().0;
+    let torsion = sign_with_r(&key, event, r, torsion_r);
+
+    // R of small order: [8]R vanishes, so S = k·a satisfies the cofactored equation.
+    let (key, event) = keyed("small-order-r");
+    let small_order_r = sign_with_r(&key, event, Scalar::ZERO, ORDER_8_POINT);
+
+    let (key, event) = keyed("non-canonical-r");
+    let non_canonical_r = sign_with_r(&key, event, Scalar::ZERO, IDENTITY_WITH_SIGN_BIT);
+
+    let (key, event) = keyed("non-canonical-r-y-above-p");
+    let non_canonical_r_mixed = sign_with_r(&key, event, nonce("non-canonical-r-y-above-p"), mixed_order_y_above_p());
+
+    // A = identity (y = p + 1): [k]A vanishes, so R = [r]B, S = r satisfies the equation.
+    let r = nonce("non-canonical-a");
+    let event = unsigned_event("non-canonical-a", IDENTITY_Y_ABOVE_P);
+    let non_canonical_a = with_signature(event, (ED25519_BASEPOINT_POINT * r).compress().0, r.to_bytes());
+
+    let r = nonce("non-canonical-a-y-above-p");
+    let event = unsigned_event("non-canonical-a-y-above-p", mixed_order_y_above_p());
+    let non_canonical_a_mixed = with_signature(event, (ED25519_BASEPOINT_POINT * r).compress().0, r.to_bytes());
+
+    let (_, event) = keyed("s-equals-l");
+    let r = nonce("s-equals-l");
+    let s_equals_l = with_signature(event, (ED25519_BASEPOINT_POINT * r).compress().0, L);
+
+    vec![
+        case("rfc8032", "an ordinary RFC 8032 signature", plain, true),
+        case(
+            "torsion-r",
+            "valid: R = [r]B + T with T of order 8 and S = r + k·a; the cofactored equation holds, the \
+             cofactorless one (RFC 8032 without [8], ed25519-dalek verify_strict) does not",
+            torsion,
+            true,
+        ),
+        case(
+            "small-order-r",
+            "R is the canonical encoding of a point of order 8 and S = k·a: clauses 1, 2 and 4 hold, \
+             clause 3 (R not of small order) fails",
+            small_order_r,
+            false,
+        ),
+        case(
+            "non-canonical-r",
+            "R = 0100..0080, the identity with x = 0 and the sign bit set, and S = k·a: the cofactored \
+             equation holds over the decoded R; clause 2 fails (and, necessarily, clause 3)",
+            non_canonical_r,
+            false,
+        ),
+        case(
+            "non-canonical-r-y-above-p",
+            "R encodes y = p + 3 (y ≥ p), a point not of small order: clause 2 fails; clause 4 fails \
+             too, as it must for any R whose discrete log nobody knows",
+            non_canonical_r_mixed,
+            false,
+        ),
+        case(
+            "non-canonical-a",
+            "the public key encodes y = p + 1 (the identity, y ≥ p), with R = [r]B and S = r: the \
+             cofactored equation holds over the decoded A; clause 2 fails (and, necessarily, clause 3)",
+            non_canonical_a,
+            false,
+        ),
+        case(
+            "non-canonical-a-y-above-p",
+            "the public key encodes y = p + 3 (y ≥ p), a point not of small order: clause 2 fails; \
+             clause 4 fails too, as it must for a key whose discrete log nobody knows",
+            non_canonical_a_mixed,
+            false,
+        ),
+        case(
+            "s-equals-l",
+            "S = ℓ exactly, the smallest non-canonical S: clause 1 fails (S ≡ 0 cannot also satisfy \
+             the equation without a forgery; non-canonical-s in invalid.json has S + ℓ for a valid S)",
+            s_equals_l,
+            false,
+        ),
+    ]
+}
+
+fn signature_vector(case: SignatureCase) -> SignatureVector {
+    SignatureVector {
+        name: case.name,
+        description: case.description,
+        pubkey: hex::encode(case.event.pubkey),
+        message: hex::encode(case.event.id),
+        sig: hex::encode(case.event.sig),
+        valid: case.valid,
+        msgpack: hex::encode(case.event.encode()),
+    }
+}
+
 fn to_json<T: Serialize>(vectors: Vec<T>) -> String {
     let file = VectorFile { version: 1, vectors };
     let mut text = serde_json::to_string_pretty(&file).unwrap_or_default();
@@ -402,5 +611,17 @@ pub fn valid_json() -> String {
 
 /// The contents of `testvectors/invalid.json`.
 pub fn invalid_json() -> String {
-    to_json(invalid_vectors())
+    let mut vectors = invalid_vectors();
+    vectors.extend(signature_cases().into_iter().filter(|case| !case.valid).map(|case| InvalidVector {
+        name: case.name,
+        description: case.description,
+        msgpack: hex::encode(case.event.encode()),
+        code: 400,
+    }));
+    to_json(vectors)
+}
+
+/// The contents of `testvectors/signatures.json`: the signature rule's own vectors.
+pub fn signatures_json() -> String {
+    to_json(signature_cases().into_iter().map(signature_vector).collect())
 }
