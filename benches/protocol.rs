@@ -1,4 +1,5 @@
-//! Benchmarks of the protocol hot paths: id computation, strict signature verification,
+//! Benchmarks of the protocol hot paths: id computation, signature verification (spec §3's
+//! rule singly and in batches, and the worst case an attacker can force),
 //! and the frame decode/encode work the relay does for every published or delivered event.
 //!
 //! Every benchmark works on one realistic event: kind 1000, 200 bytes of content, and
@@ -9,13 +10,14 @@ use std::time::Duration;
 
 use axon_relay::protocol::event::decode_and_validate;
 use axon_relay::protocol::frame::{encode_event_frame, encode_publish_frame, EventMessage};
+use axon_relay::protocol::signature::{self, BatchVerifier, PreparedSigned, VerificationKey};
 use axon_relay::protocol::{Event, Frame, Limits, RawEvent, Tag};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 
-/// Events verified together by `verify/batch_64`.
-const BATCH: usize = 64;
+/// Events verified together by `verify/batch_64*` (the most one combination covers).
+const BATCH: usize = signature::MAX_BATCH;
 /// `sub_id` and `seq` used for EVENT frames.
 const SUB_ID: &str = "agent-feed-1";
 const SEQ: u64 = 1_234_567;
@@ -57,28 +59,72 @@ fn bench_id(c: &mut Criterion) {
 fn bench_verify(c: &mut Criterion) {
     let events: Vec<Event> = (0..BATCH).map(event).collect();
     let event = events[0].clone();
+    // Keys decoded once, as the relay's per-author cache does.
+    let keys: Vec<VerificationKey> =
+        events.iter().map(|event| VerificationKey::from_bytes(&event.pubkey).expect("valid key")).collect();
+    let good: Vec<PreparedSigned> = events
+        .iter()
+        .zip(&keys)
+        .map(|(event, key)| PreparedSigned { key, message: &event.id, signature: &event.sig })
+        .collect();
+    // Bad signatures with valid encodings (canonical S, R and A, neither small-order): each
+    // carries the next event's signature, so only the equation fails. This is the attacker's
+    // cheapest way to make verification work hardest.
+    let bad: Vec<PreparedSigned> = good
+        .iter()
+        .enumerate()
+        .map(|(index, item)| PreparedSigned { signature: &events[(index + 1) % BATCH].sig, ..*item })
+        .collect();
+    let mut one_bad = good.clone();
+    one_bad[BATCH - 1] = bad[BATCH - 1];
+    for item in &bad {
+        assert!(signature::verify_prepared(item.key, item.message, item.signature).is_err());
+    }
+    assert!(signature::verify_batch_prepared(&good).iter().all(Result::is_ok));
+    assert_eq!(signature::verify_batch_prepared(&one_bad).iter().filter(|verdict| verdict.is_err()).count(), 1);
+
     let mut group = c.benchmark_group("verify");
-
     group.throughput(Throughput::Elements(1));
-    group.bench_function("strict_single", |b| b.iter(|| black_box(&event).verify_signature()));
-
-    // For reference only: batch verification is NOT the strict mode the protocol requires.
-    // It checks one random linear combination of the 64 equations and neither rejects
-    // small-order keys or R nor compares R byte for byte as verify_strict does, so the
-    // relay must not use it to accept events. It shows what batching could at best save.
-    // Like `strict_single`, each iteration parses the keys and signatures from the
-    // events' bytes, so the per-event figures are comparable.
-    group.throughput(Throughput::Elements(BATCH as u64));
-    group.bench_function("batch_64", |b| {
+    // Spec §3's rule one signature at a time, decoding the key each time (Event::verify_signature).
+    group.bench_function("single", |b| b.iter(|| black_box(&event).verify_signature()));
+    // The same with the key from the cache: the baseline for the batch figures below.
+    group.bench_function("single_cached_key", |b| {
         b.iter(|| {
-            let events = black_box(&events);
-            let messages: Vec<&[u8]> = events.iter().map(|event| &event.id[..]).collect();
-            let signatures: Vec<Signature> = events.iter().map(|event| Signature::from_bytes(&event.sig)).collect();
-            let keys: Vec<VerifyingKey> =
-                events.iter().map(|event| VerifyingKey::from_bytes(&event.pubkey).expect("valid key")).collect();
-            ed25519_dalek::verify_batch(&messages, &signatures, &keys)
+            let item = black_box(&good[0]);
+            signature::verify_prepared(item.key, item.message, item.signature)
         })
     });
+    group.bench_function("single_cached_key_bad", |b| {
+        b.iter(|| {
+            let item = black_box(&bad[0]);
+            signature::verify_prepared(item.key, item.message, item.signature)
+        })
+    });
+    // For reference: ed25519-dalek's cofactorless verify_strict, the rule before the amendment.
+    group.bench_function("dalek_verify_strict", |b| {
+        b.iter(|| {
+            let event = black_box(&event);
+            VerifyingKey::from_bytes(&event.pubkey)
+                .expect("valid key")
+                .verify_strict(&event.id, &Signature::from_bytes(&event.sig))
+        })
+    });
+
+    group.throughput(Throughput::Elements(BATCH as u64));
+    // 64 valid signatures: probe + one random linear combination of 63.
+    group.bench_function("batch_64", |b| b.iter(|| signature::verify_batch_prepared(black_box(&good))));
+    // 64 bad signatures: the probe fails, so the rest are checked singly (no combination).
+    group.bench_function("batch_64_all_bad", |b| b.iter(|| signature::verify_batch_prepared(black_box(&bad))));
+    // One bad signature, last: the probe passes, the combination fails, 63 single checks
+    // follow. The worst case for one call of a fresh verifier.
+    group.bench_function("batch_64_one_bad", |b| b.iter(|| signature::verify_batch_prepared(black_box(&one_bad))));
+    // The same stream through one BatchVerifier, as a relay keeps it: after a failed
+    // combination it backs off to single checks, so a bad signature in every 64 costs
+    // about what single verification costs.
+    let mut verifier = BatchVerifier::new();
+    group.bench_function("batch_64_one_bad_stream", |b| b.iter(|| verifier.verify(black_box(&one_bad))));
+    let mut verifier = BatchVerifier::new();
+    group.bench_function("batch_64_all_bad_stream", |b| b.iter(|| verifier.verify(black_box(&bad))));
     group.finish();
 }
 

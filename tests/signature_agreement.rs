@@ -126,7 +126,7 @@ fn make(kind: Kind, seed: u64) -> Case {
             case.sig[32..].copy_from_slice(&L);
             case
         }
-        Kind::SmallOrderR => signed(if seed % 2 == 0 { ORDER_8 } else { ORDER_4 }, Scalar::ZERO, pubkey, a),
+        Kind::SmallOrderR => signed(if seed.is_multiple_of(2) { ORDER_8 } else { ORDER_4 }, Scalar::ZERO, pubkey, a),
         Kind::NonCanonicalRSignBit => signed(identity_sign, Scalar::ZERO, pubkey, a),
         Kind::NonCanonicalRAboveP => signed(y_above_p(3), r, pubkey, a),
         // y = 2 is canonical but not on the curve ((y² − 1)/(dy² + 1) is not a square).
@@ -136,8 +136,10 @@ fn make(kind: Kind, seed: u64) -> Case {
             signed(not_a_point, r, pubkey, a)
         }
         // A of small order with R = [r]B, S = r: the cofactored equation holds.
-        Kind::SmallOrderA => signed(rb, r, if seed % 2 == 0 { ORDER_8 } else { identity }, Scalar::ZERO),
-        Kind::NonCanonicalA => signed(rb, r, if seed % 2 == 0 { identity_sign } else { y_above_p(1) }, Scalar::ZERO),
+        Kind::SmallOrderA => signed(rb, r, if seed.is_multiple_of(2) { ORDER_8 } else { identity }, Scalar::ZERO),
+        Kind::NonCanonicalA => {
+            signed(rb, r, if seed.is_multiple_of(2) { identity_sign } else { y_above_p(1) }, Scalar::ZERO)
+        }
         Kind::AAboveP => signed(rb, r, y_above_p(3), a),
         Kind::ANotAPoint => signed(rb, r, [0xff; 32], a),
     }
