@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::protocol::event::BadSignature;
 use crate::protocol::signature::{self, BatchVerifier, PreparedSigned, SignatureError, VerificationKey};
 use crate::protocol::{Event, PublicKey};
 
@@ -45,17 +44,17 @@ impl KeyCache {
     }
 
     /// Spec §3's signature rule for the event's signature over its id (the same verdict as
-    /// [`Event::verify_signature`]).
-    pub fn verify(&self, event: &Event) -> Result<(), BadSignature> {
+    /// [`Event::verify_signature`]); the error names the clause that failed.
+    pub fn verify(&self, event: &Event) -> Result<(), SignatureError> {
         let key = self.prepare(&event.pubkey)?;
-        signature::verify_prepared(&key, &event.id, &event.sig).map_err(BadSignature::from)
+        signature::verify_prepared(&key, &event.id, &event.sig)
     }
 
     /// [`KeyCache::verify`] for each event, in batches through `verifier` (the same verdict
     /// for every event; see [`BatchVerifier`]).
-    pub fn verify_batch(&self, verifier: &mut BatchVerifier, events: &[&Event]) -> Vec<Result<(), BadSignature>> {
+    pub fn verify_batch(&self, verifier: &mut BatchVerifier, events: &[&Event]) -> Vec<Result<(), SignatureError>> {
         let keys: Vec<Decoded> = events.iter().map(|event| self.prepare(&event.pubkey)).collect();
-        let mut verdicts: Vec<Result<(), BadSignature>> = vec![Ok(()); events.len()];
+        let mut verdicts: Vec<Result<(), SignatureError>> = vec![Ok(()); events.len()];
         let mut items = Vec::with_capacity(events.len());
         let mut positions = Vec::with_capacity(events.len());
         for (index, (event, key)) in events.iter().zip(&keys).enumerate() {
@@ -64,11 +63,11 @@ impl KeyCache {
                     items.push(PreparedSigned { key, message: &event.id, signature: &event.sig });
                     positions.push(index);
                 }
-                Err(_) => verdicts[index] = Err(BadSignature),
+                Err(error) => verdicts[index] = Err(*error),
             }
         }
         for (position, verdict) in positions.into_iter().zip(verifier.verify(&items)) {
-            verdicts[position] = verdict.map_err(BadSignature::from);
+            verdicts[position] = verdict;
         }
         verdicts
     }
@@ -87,16 +86,16 @@ mod tests {
         assert!(cache.verify(&event).is_ok());
         assert!(cache.verify(&event).is_ok(), "from the cache");
         let mut forged = event.clone();
-        forged.sig[0] ^= 1;
+        forged.sig[32] ^= 1; // S stays below ℓ: only the equation fails
         assert!(forged.verify_signature().is_err());
-        assert_eq!(cache.verify(&forged), Err(BadSignature));
+        assert_eq!(cache.verify(&forged), Err(SignatureError::Equation));
         let mut not_a_point = event.clone();
         not_a_point.pubkey = [0xff; 32];
-        assert_eq!(cache.verify(&not_a_point), Err(BadSignature));
+        assert_eq!(cache.verify(&not_a_point), Err(SignatureError::NonCanonicalKey));
         let mut small_order = forged.clone();
         small_order.pubkey = [0; 32];
         small_order.pubkey[0] = 1;
-        assert_eq!(cache.verify(&small_order), Err(BadSignature));
+        assert_eq!(cache.verify(&small_order), Err(SignatureError::SmallOrderKey));
         assert_eq!(cache.prepare(&small_order.pubkey).err(), Some(SignatureError::SmallOrderKey), "remembered");
         let mut verifier = BatchVerifier::new();
         let events = [&event, &forged, &not_a_point, &small_order, &event];
