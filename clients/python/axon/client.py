@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 import msgpack
 import websockets
+import websockets.protocol
 from websockets.asyncio.client import ClientConnection
 
 from . import dm as _dm
@@ -377,6 +378,7 @@ class Relay:
         self.ping_interval = ping_interval
         self._conn: Optional[_Connection] = None
         self._connect_lock = asyncio.Lock()
+        self._lookups = asyncio.Semaphore(4)  # concurrent seq look-ups after 409 (subscriptions are bounded)
         self._pending: Dict[bytes, Deque["asyncio.Future[Optional[int]]"]] = {}
         self._subs: Dict[str, "Subscription"] = {}
         self._sub_counter = itertools.count(1)
@@ -684,21 +686,34 @@ class Relay:
                 await asyncio.sleep(delay)
 
     async def _publish_once(self, event_id: bytes, data: bytes) -> Optional[int]:
-        conn = await self._connection()
-        future: "asyncio.Future[Optional[int]]" = asyncio.get_running_loop().create_future()
-        self._pending.setdefault(event_id, collections.deque()).append(future)
-        try:
-            await conn.ws.send(data)
-        except websockets.ConnectionClosed:
-            await conn.closed.wait()
-        return await future
+        for attempt in range(2):
+            conn = await self._connection()
+            if conn.ws.state is not websockets.protocol.State.OPEN:
+                # closing: the frame would never be answered; wait for the reader, reconnect
+                await conn.closed.wait()
+                if attempt == 0:
+                    continue
+                raise _copy_error(conn.error or ConnectionClosedError("the connection was lost"))
+            future: "asyncio.Future[Optional[int]]" = asyncio.get_running_loop().create_future()
+            self._pending.setdefault(event_id, collections.deque()).append(future)
+            try:
+                await conn.ws.send(data)
+            except websockets.ConnectionClosed:
+                # Not sent: the event cannot have reached the relay, so one fresh try is safe.
+                await conn.closed.wait()
+                if attempt == 0 and future.done() and not future.cancelled():
+                    future.exception()  # retrieved: fail over to a new connection
+                    continue
+            return await future
+        raise ConnectionClosedError("the connection was lost")  # pragma: no cover
 
     async def _duplicate(self, event: Event, error: DuplicateError, attempt: int) -> PublishResult:
         """A 409: the stored seq is looked up; an admin 409 for an event that is not
         stored is a refusal (e.g. revoking a relay.yaml key) and is raised."""
         seq: Optional[int] = None
         try:
-            found = await asyncio.wait_for(self.query([{"ids": [event.id], "limit": 1}]), self.timeout)
+            async with self._lookups:
+                found = await asyncio.wait_for(self.query([{"ids": [event.id], "limit": 1}]), self.timeout)
             seq = next((e.seq for e in found if e.id == event.id), None)
         except (AxonError, asyncio.TimeoutError):
             seq = None
