@@ -337,6 +337,28 @@ class _Connection:
         self.reader: Optional["asyncio.Task[None]"] = None
         self.error: Optional[AxonError] = None  # why it ended (a connection-level ERROR)
         self.closed = asyncio.Event()
+        self.outbox: List[bytes] = []
+        self.flush_scheduled = False
+
+    def write(self, data: bytes) -> None:
+        """Queues a frame; every frame queued in one event-loop turn goes out in one
+        socket write (pipelined publishes cost one system call per batch, not per event)."""
+        self.outbox.append(data)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        frames, self.outbox = self.outbox, []
+        ws = self.ws
+        if not frames or ws.state is not websockets.protocol.State.OPEN:
+            return  # closing: the reader fails whatever is pending
+        protocol = ws.protocol
+        for frame in frames:
+            protocol.send_binary(frame)
+        chunks = protocol.data_to_send()
+        ws.transport.write(b"".join(chunks))
 
 
 class Relay:
@@ -584,11 +606,7 @@ class Relay:
 
     async def _send(self, data: bytes) -> _Connection:
         conn = await self._connection()
-        try:
-            await conn.ws.send(data)
-        except websockets.ConnectionClosed:
-            await conn.closed.wait()
-            raise _copy_error(conn.error or ConnectionClosedError("the connection was lost")) from None
+        conn.write(data)
         return conn
 
     async def close(self) -> None:
@@ -696,14 +714,7 @@ class Relay:
                 raise _copy_error(conn.error or ConnectionClosedError("the connection was lost"))
             future: "asyncio.Future[Optional[int]]" = asyncio.get_running_loop().create_future()
             self._pending.setdefault(event_id, collections.deque()).append(future)
-            try:
-                await conn.ws.send(data)
-            except websockets.ConnectionClosed:
-                # Not sent: the event cannot have reached the relay, so one fresh try is safe.
-                await conn.closed.wait()
-                if attempt == 0 and future.done() and not future.cancelled():
-                    future.exception()  # retrieved: fail over to a new connection
-                    continue
+            conn.write(data)
             return await future
         raise ConnectionClosedError("the connection was lost")  # pragma: no cover
 
@@ -1049,10 +1060,7 @@ class Subscription:
             self.relay._subs.pop(sub_id, None)
             conn = self.relay._conn
             if conn is not None and not conn.closed.is_set() and conn is self._conn:
-                try:
-                    await conn.ws.send(_pack(UNSUBSCRIBE, {"sub_id": sub_id}))
-                except websockets.ConnectionClosed:
-                    pass
+                conn.write(_pack(UNSUBSCRIBE, {"sub_id": sub_id}))
 
     async def __aenter__(self) -> "Subscription":
         return self

@@ -139,6 +139,9 @@ def normalize_tags(tags: Optional[TagsInput]) -> List[Tag]:
         raise TypeError("tags must be a list of (name, value, ...) sequences, not a string")
     result: List[Tag] = []
     for tag in tags:
+        if type(tag) is tuple and tag and all(type(item) is str for item in tag):
+            result.append(tag)  # the common case, checked cheaply
+            continue
         if isinstance(tag, (str, bytes)) or not isinstance(tag, Sequence):
             raise TypeError(f"each tag must be a sequence (name, value, ...), got {tag!r}")
         if len(tag) == 0:

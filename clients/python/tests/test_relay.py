@@ -343,15 +343,15 @@ async def test_bad_input_raises_before_sending(relay: RelayProcess, user_key: ax
         axon.connect(relay.url, user_key.seed)  # type: ignore[arg-type]
     async with axon.connect(relay.url, user_key) as conn:
         assert conn._conn is not None
-        ws = conn._conn.ws
+        connection = conn._conn
         sent: List[bytes] = []
-        original = ws.send
+        original = connection.write
 
-        async def counting_send(message, *args, **kwargs):  # type: ignore[no-untyped-def]
-            sent.append(message)
-            return await original(message, *args, **kwargs)
+        def counting_write(frame: bytes) -> None:  # every frame the client sends passes here
+            sent.append(frame)
+            original(frame)
 
-        ws.send = counting_send  # type: ignore[method-assign]
+        connection.write = counting_write  # type: ignore[method-assign]
         with pytest.raises(axon.TooLargeError) as too_large:
             await conn.publish(1000, b"x" * 65537)
         assert too_large.value.code == 413 and too_large.value.local
