@@ -26,6 +26,7 @@ from typing import (
     Mapping,
     Optional,
     Sequence,
+    Set,
     Tuple,
     Union,
 )
@@ -252,7 +253,8 @@ async def fetch_info(url: str, timeout: float = 10.0) -> Dict[str, Any]:
         headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
         if headers.get("transfer-encoding", "").lower() == "chunked":
             body = _dechunk(body)
-        return json.loads(body)
+        info: Dict[str, Any] = json.loads(body)
+        return info
 
     try:
         return await asyncio.wait_for(get(), timeout)
@@ -278,7 +280,8 @@ def _dechunk(body: bytes) -> bytes:
 
 
 def _pack(frame_type: int, payload: Dict[str, Any]) -> bytes:
-    return msgpack.packb([frame_type, payload], use_bin_type=True)
+    data: bytes = msgpack.packb([frame_type, payload], use_bin_type=True)
+    return data
 
 
 def _unpack(data: bytes) -> Tuple[int, Dict[str, Any]]:
@@ -571,22 +574,22 @@ class Relay:
             if sub is not None:
                 sub._on_eose()
         elif frame_type == ERROR:
-            error = _error_from_payload(payload)
-            if error.event_id is not None:
-                self._resolve(error.event_id, None, error)
-            elif error.sub_id is not None:
-                sub = self._subs.get(error.sub_id)
+            relay_error = _error_from_payload(payload)
+            if relay_error.event_id is not None:
+                self._resolve(relay_error.event_id, None, relay_error)
+            elif relay_error.sub_id is not None:
+                sub = self._subs.get(relay_error.sub_id)
                 if sub is not None:
-                    sub._on_error(error)
+                    sub._on_error(relay_error)
             else:
-                if error.code == 403:
-                    error = ForbiddenError(
-                        f"{error.message} (the relay refused key {self.key.public_hex}: it was revoked or is no "
+                if relay_error.code == 403:
+                    relay_error = ForbiddenError(
+                        f"{relay_error.message} (the relay refused key {self.key.public_hex}: it was revoked or is no "
                         "longer allowed)",
                         code=403,
                     )
-                log.warning("axon: relay error: %s", error)
-                conn.error = error
+                log.warning("axon: relay error: %s", relay_error)
+                conn.error = relay_error
 
     def _resolve(self, event_id: Any, seq: Any, error: Optional[AxonError]) -> None:
         if not isinstance(event_id, bytes):
@@ -886,7 +889,7 @@ class Subscription:
         self._conn: Optional[_Connection] = None
         self._eose_yielded = False
         self._eose_this_round = False
-        self._seen: set = set()  # ids yielded before the first EOSE (newest-first phase)
+        self._seen: Set[bytes] = set()  # ids yielded before the first EOSE (newest-first phase)
         self._resume_seq: Optional[int] = None  # from an overflow
         self._done: Optional[AxonError] = None
         self._closed = False
@@ -923,7 +926,8 @@ class Subscription:
     def _request_after_seq(self) -> Optional[int]:
         """after_seq for the next SUBSCRIBE (None: the original request again)."""
         candidates = [s for s in (self.after_seq, self.last_seq, self._resume_seq) if s is not None]
-        if self.after_seq is not None:
+        if self.after_seq is not None or self._resume_seq is not None:
+            # replay mode, or an overflow's resume point: every match up to it was delivered
             return max(candidates)
         if not self._eose_yielded:
             return None  # still in the newest-first stored phase: repeat, skip seen ids

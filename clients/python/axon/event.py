@@ -294,7 +294,8 @@ class Event:
 
     def encode(self) -> bytes:
         """The event as MessagePack, exactly as the Rust implementation writes it."""
-        return msgpack.packb(self.to_wire(), use_bin_type=True)
+        data: bytes = msgpack.packb(self.to_wire(), use_bin_type=True)
+        return data
 
     @classmethod
     def decode(cls, data: bytes) -> "Event":
