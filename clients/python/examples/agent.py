@@ -13,7 +13,9 @@ import os
 import axon
 
 
-async def run_agent(url: str, key: axon.Key, topic: str, max_replies: int = 0) -> None:
+async def run_agent(
+    url: str, key: axon.Key, topic: str, max_replies: int = 0, ready: "asyncio.Event | None" = None
+) -> None:
     """Replies "echo: <content>" to every kind 1000 message tagged topic=<topic>.
 
     resume=True: if the connection drops or the relay restarts, the agent reconnects and
@@ -22,7 +24,9 @@ async def run_agent(url: str, key: axon.Key, topic: str, max_replies: int = 0) -
     async with axon.connect(url, key) as relay:
         print(f"agent {key.public_hex[:12]}… listening on topic {topic!r}")
         async for item in relay.subscribe([{"kinds": [1000], "tags": {"topic": [topic]}, "limit": 0}]):
-            if item is axon.END_OF_STORED or not isinstance(item, axon.Event):
+            if item is axon.END_OF_STORED and ready is not None:
+                ready.set()  # subscribed: live messages reach us from now on
+            if not isinstance(item, axon.Event):
                 continue
             if item.pubkey == key.public_key or item.tag("reply-to") is not None:
                 continue  # never answer ourselves or another agent's reply
@@ -43,10 +47,12 @@ async def demo() -> None:
 
     agent_key, user_key = axon.Key.generate(), axon.Key.generate()
     with local_relay(allow=[agent_key, user_key]) as url:
-        agent = asyncio.create_task(run_agent(url, agent_key, "hello", max_replies=1))
-        await asyncio.sleep(0.5)  # let the agent subscribe
+        ready = asyncio.Event()
+        agent = asyncio.create_task(run_agent(url, agent_key, "hello", max_replies=1, ready=ready))
+        await asyncio.wait_for(ready.wait(), 10)
         async with axon.connect(url, user_key) as relay:
             replies = relay.subscribe([{"kinds": [1000], "tags": {"topic": ["hello"]}, "limit": 0}])
+            assert await replies.next(10) is axon.END_OF_STORED  # subscribed before asking
             question = await relay.publish(kind=1000, content=b"is anyone there?", tags=[("topic", "hello")])
             print(f"user asked {question.id_hex[:12]}… (seq {question.seq})")
             async for item in replies:

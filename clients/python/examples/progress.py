@@ -33,11 +33,13 @@ async def work(url: str, key: axon.Key, job: str, steps: int = 10) -> None:
         print(f"worker: result stored with seq {result.seq}")
 
 
-async def watch(url: str, key: axon.Key, job: str) -> None:
+async def watch(url: str, key: axon.Key, job: str, ready: "asyncio.Event | None" = None) -> None:
     async with axon.connect(url, key) as relay:
         async for item in relay.subscribe([{"kinds": [KIND_PROGRESS, KIND_RESULT], "tags": {"job": [job]}}]):
             if item is axon.END_OF_STORED:
                 print("watcher: waiting for progress…")
+                if ready is not None:
+                    ready.set()
             elif isinstance(item, axon.Event) and item.kind == KIND_PROGRESS:
                 print(f"watcher: {json.loads(item.content)['percent']:3d}%  (ephemeral, seq {item.seq})")
             elif isinstance(item, axon.Event):
@@ -50,8 +52,9 @@ async def demo() -> None:
 
     worker_key, watcher_key = axon.Key.generate(), axon.Key.generate()
     with local_relay(allow=[worker_key, watcher_key]) as url:
-        watcher = asyncio.create_task(watch(url, watcher_key, "job-7"))
-        await asyncio.sleep(0.5)
+        ready = asyncio.Event()
+        watcher = asyncio.create_task(watch(url, watcher_key, "job-7", ready))
+        await asyncio.wait_for(ready.wait(), 10)
         await work(url, worker_key, "job-7")
         await asyncio.wait_for(watcher, 10)
 
