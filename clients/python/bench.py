@@ -27,6 +27,7 @@ from typing import Dict, Iterator, List, Optional
 import axon
 
 REPO = Path(__file__).resolve().parents[2]
+CPU_US: Dict[str, float] = {}  # client CPU time per publish, by run tag
 
 
 def relay_binary() -> str:
@@ -74,12 +75,13 @@ async def publish_many(url: str, key: axon.Key, count: int, in_flight: int, tag:
             finally:
                 window.release()
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         tasks = []
         for i in range(count):
             await window.acquire()
             tasks.append(asyncio.ensure_future(one(i)))
         await asyncio.gather(*tasks)
+        CPU_US[tag] = (time.process_time() - cpu) / count * 1e6
         return count / (time.perf_counter() - started)
 
 
@@ -126,9 +128,17 @@ async def live(url: str, key: axon.Key, publisher: axon.Key, count: int, in_flig
 async def run_once(url: str, key: axon.Key, publisher: axon.Key, events: int, in_flight: int, run: int) -> Dict[str, float]:
     tag = f"bench-{os.getpid()}-{run}-{time.time_ns()}"
     acks = await publish_many(url, key, events, in_flight, tag)
+    cpu = time.process_time()
     stored = await replay(url, key, tag, events)
+    stored_cpu = (time.process_time() - cpu) / events * 1e6
     fanout = await live(url, key, publisher, events, in_flight, tag + "-live")
-    return {"publish_acks_per_s": acks, "stored_deliveries_per_s": stored, "live_deliveries_per_s": fanout}
+    return {
+        "publish_acks_per_s": acks,
+        "client_cpu_us_per_publish": CPU_US[tag],
+        "stored_deliveries_per_s": stored,
+        "client_cpu_us_per_delivery": stored_cpu,
+        "live_deliveries_per_s": fanout,
+    }
 
 
 async def main_async(args: argparse.Namespace) -> None:

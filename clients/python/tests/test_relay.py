@@ -202,10 +202,18 @@ async def test_resume_across_forced_overflow(start_relay, user_key: axon.Key) ->
         sub = sub_conn.subscribe([{"kinds": [1000]}], resume=True)
         assert await collect_until_eose(sub) == []
         published: List[axon.PublishResult] = []
+        # Stop reading the subscriber's socket while 6 MB of events go out: the kernel's
+        # buffers fill, the relay's outbound queue (2 frames) fills, and the relay must
+        # end the subscription with ERROR 503 overflow and a resume point.
+        assert sub_conn._conn is not None
+        transport = sub_conn._conn.ws.transport
+        transport.pause_reading()
+        padding = b"." * 4000
         for round_ in range(4):
             published += await asyncio.gather(
-                *(pub_conn.publish(1000, b"burst %d/%d" % (round_, i)) for i in range(400))
+                *(pub_conn.publish(1000, b"burst %d/%d " % (round_, i) + padding) for i in range(400))
             )
+        transport.resume_reading()
         assert not any(r.duplicate for r in published)
         received: List[axon.Event] = []
         await consume(sub, len(published), received, 30)
