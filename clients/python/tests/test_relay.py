@@ -138,6 +138,13 @@ async def test_live_delivery_and_ephemeral(relay: RelayProcess, user_key: axon.K
         await sub.close()
 
 
+async def test_verify_events_and_explicit_relay_url(relay: RelayProcess, user_key: axon.Key) -> None:
+    async with axon.connect(relay.url, user_key, relay_url=relay.relay_url, verify_events=True) as conn:
+        sent = await conn.publish(1000, b"checked on receipt", tags=[("topic", "v")])
+        [event] = await conn.query({"tags": {"topic": ["v"]}})
+        assert event.id == sent.id and event.seq == sent.seq
+
+
 async def test_async_for_with_break(relay: RelayProcess, user_key: axon.Key) -> None:
     async with axon.connect(relay.url, user_key) as conn:
         await conn.publish(1000, b"x")
