@@ -408,7 +408,6 @@ class Relay:
         self._subs: Dict[str, "Subscription"] = {}
         self._sub_counter = itertools.count(1)
         self._closed = False
-        self._fatal: Optional[AxonError] = None
         self.connections = 0
         """How many times this Relay has (re)connected."""
 
@@ -423,8 +422,6 @@ class Relay:
         """The open connection; (re)connects if there is none."""
         if self._closed:
             raise ConnectionClosedError("this Relay was closed")
-        if self._fatal is not None:
-            raise self._fatal
         conn = self._conn
         if conn is not None and not conn.closed.is_set():
             return conn
@@ -542,8 +539,6 @@ class Relay:
                     text = f"the relay closed the connection (close code {close_code}"
                     text += f", {ws.close_reason!r})" if ws.close_reason else ")"
                     reason = ConnectionClosedError(text, close_code=close_code)
-            if isinstance(reason, (ForbiddenError, AuthError)):
-                self._fatal = reason
             conn.error = reason
             conn.closed.set()
             self._fail_pending(reason)
