@@ -888,6 +888,7 @@ class Subscription:
         self._resume_seq: Optional[int] = None  # from an overflow
         self._done: Optional[AxonError] = None
         self._closed = False
+        self._interrupted: Optional[Tuple[AxonError, bool]] = None  # a resubscribe is due
         self._live_only = all(f.get("limit") == 0 for f in filters)
 
     # -- called by the Relay's reader ----------------------------------------------
@@ -997,6 +998,15 @@ class Subscription:
         if self.sub_id is None:
             await self._start()
         while True:
+            if self._interrupted is not None:
+                # a resubscribe is due (also when an earlier next() timed out during one)
+                cause, overflow = self._interrupted
+                try:
+                    await self._recover(cause, overflow)
+                except (AuthError, ForbiddenError) as fatal:
+                    self._done = fatal
+                    raise
+                self._interrupted = None
             kind, value, conn = await self._queue.get()
             if kind == "event":
                 if self._skip(value):
@@ -1028,10 +1038,10 @@ class Subscription:
                 if error.seq is not None:
                     self._resume_seq = max(self._resume_seq or 0, error.seq)
                 self.relay._subs.pop(self.sub_id or "", None)
-                await self._recover(error, overflow=True)
+                self._interrupted = (error, True)
             else:
                 self.reconnects += 1
-                await self._recover(error, overflow=False)
+                self._interrupted = (error, False)
 
     def __aiter__(self) -> AsyncIterator[Union[Event, EndOfStored]]:
         return self._iterate()
