@@ -1003,8 +1003,8 @@ class Subscription:
                 cause, overflow = self._interrupted
                 try:
                     await self._recover(cause, overflow)
-                except (AuthError, ForbiddenError) as fatal:
-                    self._done = fatal
+                except (AuthError, ForbiddenError) as refused:
+                    self._done = refused
                     raise
                 self._interrupted = None
             kind, value, conn = await self._queue.get()
