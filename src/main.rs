@@ -27,6 +27,8 @@ enum Command {
     ///
     /// Example: axon bench ingest --spawn --events 100000 --connections 4
     Bench(axon_relay::cli::bench::BenchArgs),
+    /// Seal or open a direct message (spec §12): `axon dm seal`, `axon dm open`.
+    Dm(axon_relay::cli::dm::DmArgs),
     #[command(flatten)]
     Tool(axon_relay::cli::tools::ToolCommand),
     /// Write the spec §13 test vectors into a directory.
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Command::Relay(args) => axon_relay::cli::relay::run(args),
         Command::Keygen(args) => axon_relay::cli::keys::keygen(args),
         Command::Bench(args) => axon_relay::cli::bench::run(args),
+        Command::Dm(args) => axon_relay::cli::dm::run(args),
         Command::Tool(command) => axon_relay::cli::tools::run(command),
         Command::Vectors { dir } => axon_relay::cli::write_vectors(&dir),
     };

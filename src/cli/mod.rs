@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod bench;
+pub mod dm;
 pub mod import;
 pub mod keys;
 pub mod publish;
