@@ -16,27 +16,50 @@ from axon import _ed25519
 VECTORS_DIR = Path(__file__).resolve().parents[3] / "testvectors"
 
 
-def _load() -> Tuple[List[Tuple[str, Dict[str, Any]]], List[Tuple[str, Dict[str, Any]]]]:
-    valid: List[Tuple[str, Dict[str, Any]]] = []
-    invalid: List[Tuple[str, Dict[str, Any]]] = []
+Labelled = List[Tuple[str, Dict[str, Any]]]
+
+
+def _load() -> Tuple[Labelled, Labelled, Labelled]:
+    valid: Labelled = []
+    invalid: Labelled = []
+    signatures: Labelled = []
     for path in sorted(VECTORS_DIR.glob("*.json")):
         doc = json.loads(path.read_text())
         for vector in doc.get("vectors", []):
             label = f"{path.name}:{vector['name']}"
             if "code" in vector:
                 invalid.append((label, vector))
+            elif "valid" in vector:
+                signatures.append((label, vector))
             elif "seed" in vector or "sig" in vector:
                 valid.append((label, vector))
-    return valid, invalid
+    return valid, invalid, signatures
 
 
-VALID, INVALID = _load()
+VALID, INVALID, SIGNATURES = _load()
 
 
 def test_vector_files_present() -> None:
     assert (VECTORS_DIR / "valid.json").exists(), VECTORS_DIR
     assert (VECTORS_DIR / "invalid.json").exists(), VECTORS_DIR
     assert len(VALID) >= 14 and len(INVALID) >= 21
+    assert (VECTORS_DIR / "signatures.json").exists() and len(SIGNATURES) >= 6
+
+
+@pytest.mark.parametrize("label,vector", SIGNATURES, ids=[label for label, _ in SIGNATURES])
+def test_signature_vector(label: str, vector: Dict[str, Any]) -> None:
+    """signatures.json: the verdict of the §3 signature rule, alone and inside an event."""
+    pubkey = bytes.fromhex(vector["pubkey"])
+    message = bytes.fromhex(vector["message"])
+    sig = bytes.fromhex(vector["sig"])
+    assert axon.verify_signature(pubkey, message, sig) is vector["valid"]
+    raw = bytes.fromhex(vector["msgpack"])
+    if vector["valid"]:
+        assert axon.Event.decode_and_validate(raw).sig == sig
+    else:
+        with pytest.raises(axon.AxonError) as caught:
+            axon.Event.decode_and_validate(raw)
+        assert caught.value.code == 400, caught.value
 
 
 @pytest.mark.parametrize("label,vector", VALID, ids=[label for label, _ in VALID])
