@@ -298,7 +298,7 @@ async fn thousands_of_malformed_frames_leave_the_relay_serving() {
     use rand::SeedableRng;
     use tokio_tungstenite::tungstenite::Message;
     let relay = TestRelay::start().await;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0x15_9);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x0159);
     let frames = malformed_frames(&mut rng, 3000);
     // Before AUTH: one malformed frame each → 401 and close 1008.
     for bytes in frames.iter().take(20) {
