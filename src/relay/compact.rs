@@ -170,3 +170,79 @@ pub fn filter_items(filters: &[Filter]) -> usize {
         })
         .sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::protocol::{matches, Tag, TagFilter};
+
+    const VALUES: [&str; 4] = ["a", "b", "", "ab"];
+
+    /// A prefix of one of two fixed 32-byte values, of any length 1..=32 (full ones take
+    /// the sorted-array path, shorter ones the concatenated path).
+    fn prefix() -> impl Strategy<Value = Vec<u8>> {
+        (0..2usize, 1..=32usize).prop_map(|(which, len)| [[7u8; 32], [9u8; 32]][which][..len].to_vec())
+    }
+
+    fn filter() -> impl Strategy<Value = Filter> {
+        (
+            proptest::option::of(proptest::collection::vec(prefix(), 0..4)),
+            proptest::option::of(proptest::collection::vec(prefix(), 0..4)),
+            proptest::option::of(proptest::collection::vec(0u16..4, 0..4)),
+            proptest::option::of(-2i64..4),
+            proptest::option::of(-2i64..4),
+            proptest::option::of(proptest::collection::vec(
+                (0..2usize, proptest::collection::vec(0..4usize, 1..4)).prop_map(|(name, values)| TagFilter {
+                    name: ["t", "e"][name].into(),
+                    values: values.into_iter().map(|value| VALUES[value].into()).collect(),
+                }),
+                0..3,
+            )),
+        )
+            .prop_map(|(ids, authors, kinds, since, until, tags)| Filter {
+                ids,
+                authors,
+                kinds,
+                since,
+                until,
+                tags,
+                limit: None,
+            })
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        (0..2usize, 0..2usize, 0u16..4, 0u64..3, proptest::collection::vec((0..2usize, 0..4usize), 0..3)).prop_map(
+            |(id, pubkey, kind, created_at, tags)| Event {
+                id: [[7u8; 32], [9u8; 32]][id],
+                pubkey: [[7u8; 32], [9u8; 32]][pubkey],
+                created_at,
+                kind,
+                content: Vec::new(),
+                tags: tags.into_iter().map(|(name, value)| Tag::new(["t", "e"][name], [VALUES[value]])).collect(),
+                sig: [0; 64],
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4096, .. ProptestConfig::default() })]
+
+        #[test]
+        fn compact_filters_agree_with_the_reference_matcher(filter in filter(), event in event()) {
+            prop_assert_eq!(CompactFilter::new(&filter).matches(&event), matches(&filter, &event));
+        }
+    }
+
+    #[test]
+    fn items_are_counted_per_element_and_per_64_bytes_of_tag_value() {
+        let filter = Filter {
+            authors: Some(vec![vec![1; 32]; 3]),
+            kinds: Some(vec![1, 2]),
+            tags: Some(vec![TagFilter { name: "t".into(), values: vec!["x".into(), "y".repeat(65)] }]),
+            ..Filter::default()
+        };
+        assert_eq!(filter_items(&[filter, Filter::default()]), 3 + 2 + 1 + 2 + 1);
+    }
+}

@@ -30,7 +30,8 @@ type SubKey = u64;
 /// Where a subscription is in its life.
 enum Phase {
     /// Sending stored events; live ones wait here until EOSE.
-    Stored { pending: Vec<(u64, Bytes)>, overflowed: bool },
+    /// `pending_bytes` sums the held events' sizes, bounded like the outbound queue.
+    Stored { pending: Vec<(u64, Bytes)>, pending_bytes: usize, overflowed: bool },
     /// Receiving live events directly.
     Live,
 }
@@ -200,11 +201,14 @@ impl Registry {
                 continue;
             }
             match &mut subscription.phase {
-                Phase::Stored { pending, overflowed: full } => {
-                    if pending.len() >= subscription.pending_capacity {
+                Phase::Stored { pending, pending_bytes, overflowed: full } => {
+                    let too_many_bytes = !pending.is_empty()
+                        && pending_bytes.saturating_add(raw.len()) > subscription.outbound.byte_capacity();
+                    if pending.len() >= subscription.pending_capacity || too_many_bytes {
                         *full = true;
                     } else if !*full {
                         pending.push((seq, raw.clone()));
+                        *pending_bytes += raw.len();
                     }
                 }
                 Phase::Live => {
@@ -335,7 +339,7 @@ impl Fanout {
                 items,
                 viewer,
                 outbound,
-                phase: Phase::Stored { pending: Vec::new(), overflowed: false },
+                phase: Phase::Stored { pending: Vec::new(), pending_bytes: 0, overflowed: false },
                 start,
                 delivered_through: start.max(snapshot),
                 pending_capacity,
@@ -355,7 +359,7 @@ impl Fanout {
         let Some(subscription) = registry.subscriptions.get_mut(&key) else {
             return Ok(());
         };
-        let Phase::Stored { pending, overflowed } = std::mem::replace(&mut subscription.phase, Phase::Live) else {
+        let Phase::Stored { pending, overflowed, .. } = std::mem::replace(&mut subscription.phase, Phase::Live) else {
             return Ok(());
         };
         let resume =
@@ -415,5 +419,32 @@ impl Fanout {
     /// True if there are none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::store::Accepted;
+
+    /// Live events held during the stored phase were bounded in frames only: 4096 held
+    /// 64 KiB events per stuck subscription. They are bounded by the queue's bytes too, and
+    /// past that the subscription overflows at EOSE with the snapshot as resume point.
+    #[test]
+    fn events_held_before_eose_are_bounded_in_bytes() {
+        let fanout = Fanout::new(Arc::new(Metrics::new()));
+        let outbound = Arc::new(Outbound::bounded(4096, 100_000, None));
+        let viewer = Viewer { pubkey: [1; 32], is_admin: false };
+        let registered = fanout.subscribe(1, "s", vec![Filter::default()], viewer, outbound, None, 4096);
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let committed: Vec<Committed> = (1..=10u64)
+            .map(|seq| {
+                let event = Event::sign(&key, seq, 1000, vec![seq as u8; 20_000], Vec::new()).expect("sign");
+                let accepted = Accepted { raw: event.encode().into(), event, expires_at: None };
+                Committed { seq, accepted: Arc::new(accepted) }
+            })
+            .collect();
+        fanout.dispatch_committed(&committed);
+        assert_eq!(fanout.go_live(1, "s"), Err(Overflowed { resume: registered.snapshot }));
     }
 }

@@ -184,6 +184,11 @@ impl Outbound {
         self.with_state(|state| state.frames.len())
     }
 
+    /// The most bytes queued for fan-out (a single frame may exceed it in an empty queue).
+    pub fn byte_capacity(&self) -> usize {
+        self.byte_capacity
+    }
+
     /// Bytes waiting to be written.
     pub fn queued_bytes(&self) -> usize {
         self.with_state(|state| state.bytes)
