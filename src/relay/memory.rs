@@ -5,7 +5,8 @@
 //! freed memory in its per-thread arenas: after a burst of queued 64 KiB events (several
 //! hundred MB for a few never-reading subscribers) most of it stayed in the process. So a
 //! background task ([`trim_task`]) asks the allocator to return free pages to the OS once
-//! a large backlog has drained.
+//! a large backlog has drained, or once many connections (each with its socket buffers)
+//! have closed.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use std::time::Duration;
 pub const TRIM_AFTER_BYTES: usize = 32 * 1024 * 1024;
 /// How often the trim task looks.
 const TRIM_CHECK: Duration = Duration::from_secs(1);
+/// At least this many connections closing (and half of the peak) is worth a trim too.
+pub const TRIM_AFTER_CLOSED: i64 = 500;
 
 /// Bytes queued in every connection's outbound queue.
 #[derive(Debug, Default)]
@@ -72,14 +75,41 @@ pub fn release_free_memory() -> bool {
     }
 }
 
-/// Runs until aborted: after a large outbound backlog drains, releases free memory.
-pub async fn trim_task(bytes: Arc<OutboundBytes>) {
+/// Runs until aborted: after a large outbound backlog drains, or after at least
+/// [`TRIM_AFTER_CLOSED`] connections (half of the peak) closed, releases free memory.
+/// `connections` is the open-connections gauge.
+pub async fn trim_task(bytes: Arc<OutboundBytes>, connections: prometheus::IntGauge) {
     let mut interval = tokio::time::interval(TRIM_CHECK);
+    let mut connections_peak = 0;
     loop {
         interval.tick().await;
-        if bytes.drained_since_peak() {
+        let open = connections.get();
+        connections_peak = connections_peak.max(open);
+        let closed = connections_peak - open;
+        let many_closed = closed >= TRIM_AFTER_CLOSED && open <= connections_peak / 2;
+        if bytes.drained_since_peak() || many_closed {
+            connections_peak = open;
             let released = tokio::task::spawn_blocking(release_free_memory).await.unwrap_or(false);
             tracing::debug!(released, queued = bytes.queued(), "outbound backlog drained; trimmed the heap");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_backlog_that_drained_asks_for_one_trim() {
+        let bytes = OutboundBytes::default();
+        bytes.add(TRIM_AFTER_BYTES / 2);
+        bytes.sub(TRIM_AFTER_BYTES / 2);
+        assert!(!bytes.drained_since_peak(), "a small backlog is not worth a trim");
+        bytes.add(TRIM_AFTER_BYTES * 2);
+        assert!(!bytes.drained_since_peak(), "still queued");
+        bytes.sub(TRIM_AFTER_BYTES * 2 - TRIM_AFTER_BYTES / 4);
+        assert_eq!(bytes.queued(), TRIM_AFTER_BYTES / 4);
+        assert!(bytes.drained_since_peak(), "drained to an eighth of the peak");
+        assert!(!bytes.drained_since_peak(), "one trim per backlog");
     }
 }

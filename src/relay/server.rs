@@ -26,7 +26,8 @@ pub async fn run(listener: TcpListener, state: Arc<RelayState>) {
     let mut shutdown = state.shutdown_signal();
     let mut tasks = JoinSet::new();
     let pruner = tokio::spawn(prune_expired(state.clone()));
-    let trimmer = tokio::spawn(super::memory::trim_task(state.outbound_bytes.clone()));
+    let trimmer =
+        tokio::spawn(super::memory::trim_task(state.outbound_bytes.clone(), state.metrics.connections.clone()));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
