@@ -5,7 +5,7 @@
 //! [`Report`]: figures, a one-line summary and detail lines. [`repeat`] runs a scenario
 //! several times and prints each run and the median of every figure.
 //!
-//! Scenarios: [`ingest`], [`fanout`], [`query`], [`connections`], [`ceiling`]. With the
+//! Scenarios: [`ingest`], [`fanout`], [`query`], [`connections`], [`slow`], [`ceiling`]. With the
 //! `nostr-bench` feature, [`nostr`] runs ingest, fan-out and query against a NIP-01 relay
 //! with the same shapes, for a side-by-side comparison.
 
@@ -18,6 +18,7 @@ pub mod lean;
 #[cfg(feature = "nostr-bench")]
 pub mod nostr;
 pub mod query;
+pub mod slow;
 pub mod spawn;
 pub mod stats;
 

@@ -12,6 +12,7 @@ use crate::bench::connections::ConnectionsParams;
 use crate::bench::fanout::FanoutParams;
 use crate::bench::ingest::IngestParams;
 use crate::bench::query::QueryParams;
+use crate::bench::slow::SlowParams;
 use crate::bench::spawn::SpawnConfig;
 use crate::bench::{repeat, BenchResult, RunReports, Target};
 
@@ -121,6 +122,26 @@ enum Scenario {
         /// Distinct keys the connections authenticate with (spawned relay).
         #[arg(long, default_value_t = 16)]
         keys: usize,
+    },
+    /// S subscribers that never read while E large events are published: the relay's
+    /// memory at rest, while they are connected, and after they left (issue 9).
+    ///
+    /// Example: axon bench slow-subscribers --spawn --subscribers 3 --events 5000
+    SlowSubscribers {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Subscribers that never read.
+        #[arg(long, default_value_t = 3)]
+        subscribers: usize,
+        /// Events published while they do not read.
+        #[arg(long, default_value_t = 5000)]
+        events: usize,
+        /// Content size of each event, in bytes.
+        #[arg(long, default_value_t = 60_000)]
+        content_bytes: usize,
+        /// Seconds to wait after they left before reading the relay's memory.
+        #[arg(long, default_value_t = 3.0)]
+        settle_secs: f64,
     },
     /// The client side alone (sign, encode, decode+verify), no relay: shows the harness
     /// is not the bottleneck.
@@ -331,6 +352,11 @@ async fn scenario(scenario: Scenario) -> BenchResult<()> {
             let params = ConnectionsParams { count, parallel, keys };
             repeat(target.runs, async |_| Ok(vec![("axon", crate::bench::connections::run(&axon, &params).await?)]))
                 .await
+        }
+        Scenario::SlowSubscribers { target, subscribers, events, content_bytes, settle_secs } => {
+            let axon = target.target(None)?;
+            let params = SlowParams { subscribers: subscribers.max(1), events, content_bytes, settle_secs };
+            repeat(target.runs, async |_| Ok(vec![("axon", crate::bench::slow::run(&axon, &params).await?)])).await
         }
         Scenario::Ceiling { events, content_bytes, runs } => {
             let params = CeilingParams { events, content_bytes };

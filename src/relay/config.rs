@@ -57,6 +57,9 @@ pub struct LimitsConfig {
     pub max_filters: usize,
     /// Elements per list in a filter.
     pub max_filter_items: usize,
+    /// Filter items over all subscriptions of a connection (Axon extension; see
+    /// [`crate::relay::compact::filter_items`] for what counts).
+    pub max_filter_items_per_connection: usize,
     /// Cap and default for a filter's `limit`.
     pub max_limit: u64,
     /// Seconds a connection may take to authenticate.
@@ -67,6 +70,8 @@ pub struct LimitsConfig {
     pub max_future_skew_secs: u64,
     /// Frames queued per connection before a subscription overflows.
     pub outbound_queue: usize,
+    /// Bytes queued per connection before a subscription overflows (Axon extension).
+    pub outbound_bytes: usize,
     /// Publishes per second per key (0 = unlimited).
     pub publish_per_second: u32,
     /// Burst above the rate.
@@ -94,11 +99,13 @@ impl Default for LimitsConfig {
             max_subscriptions: 32,
             max_filters: 16,
             max_filter_items: 256,
+            max_filter_items_per_connection: 4096,
             max_limit: 500,
             auth_timeout_secs: 10,
             ping_interval_secs: 30,
             max_future_skew_secs: 900,
             outbound_queue: 4096,
+            outbound_bytes: 256 * 1024,
             publish_per_second: 0,
             publish_burst: 0,
             max_connections: 10000,
@@ -133,6 +140,8 @@ impl LimitsConfig {
             ("auth_timeout_secs", self.auth_timeout_secs),
             ("ping_interval_secs", self.ping_interval_secs),
             ("outbound_queue", self.outbound_queue as u64),
+            ("outbound_bytes", self.outbound_bytes as u64),
+            ("max_filter_items_per_connection", self.max_filter_items_per_connection as u64),
             ("max_connections", self.max_connections as u64),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {

@@ -85,7 +85,9 @@ impl Drop for ConnectionGuard {
 /// Serves one WebSocket connection until it closes. The socket writer runs inside this
 /// task, so aborting the task releases the socket.
 pub async fn serve(socket: Socket, state: Arc<RelayState>, peer: SocketAddr) {
-    let outbound = Arc::new(Outbound::new(state.config().limits.outbound_queue));
+    let limits = state.config().limits.clone();
+    let outbound =
+        Arc::new(Outbound::bounded(limits.outbound_queue, limits.outbound_bytes, Some(state.outbound_bytes.clone())));
     let (sink, reader) = socket.split();
     let talking = async {
         converse(reader, state.clone(), outbound.clone(), peer).await;
@@ -413,6 +415,11 @@ impl Session {
                 "a connection holds at most {} subscriptions",
                 limits.max_subscriptions
             ));
+            self.outbound.push(sub_error_frame(&error, &subscribe.sub_id)).await;
+            return;
+        }
+        let per_connection = limits.max_filter_items_per_connection;
+        if let Err(error) = self.state.fanout.check_filter_items(self.conn, &subscribe, per_connection) {
             self.outbound.push(sub_error_frame(&error, &subscribe.sub_id)).await;
             return;
         }

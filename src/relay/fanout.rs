@@ -7,19 +7,21 @@
 //! which the writer calls after commit, in seq order, under the same lock. Until the
 //! subscription has sent EOSE, live events are held in its pending buffer.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 
+use super::compact::{filter_items, CompactFilter};
 use super::metrics::Metrics;
 use super::outbound::{OutFrame, Outbound};
 use super::store::{Committed, Viewer};
-use crate::protocol::filter::any_matches;
-use crate::protocol::frame::{encode_event_frame, ErrorMessage, Frame};
+use crate::protocol::frame::{encode_event_frame, ErrorMessage, Frame, Subscribe};
 use crate::protocol::kind::{is_admin, is_direct_message};
 use crate::protocol::tags::p_keys;
-use crate::protocol::{Event, Filter};
+use crate::protocol::{Event, Filter, ProtocolError};
 
 /// Identifies one connection.
 pub type ConnId = u64;
@@ -28,7 +30,8 @@ type SubKey = u64;
 /// Where a subscription is in its life.
 enum Phase {
     /// Sending stored events; live ones wait here until EOSE.
-    Stored { pending: Vec<(u64, Bytes)>, overflowed: bool },
+    /// `pending_bytes` sums the held events' sizes, bounded like the outbound queue.
+    Stored { pending: Vec<(u64, Bytes)>, pending_bytes: usize, overflowed: bool },
     /// Receiving live events directly.
     Live,
 }
@@ -36,7 +39,9 @@ enum Phase {
 struct Subscription {
     conn: ConnId,
     sub_id: Arc<str>,
-    filters: Vec<Filter>,
+    filters: Box<[CompactFilter]>,
+    /// Its filter items, counted against the connection's total.
+    items: usize,
     viewer: Viewer,
     outbound: Arc<Outbound>,
     phase: Phase,
@@ -49,21 +54,32 @@ struct Subscription {
     slots: Vec<Slot>,
 }
 
-/// One entry point into the index.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// One entry point into the index. A slot may be shared by filters that cannot match the
+/// same events (tag slots are hashes): candidates are always checked with the matcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Slot {
-    Tag(String, String),
+    /// A keyed hash of a tag's name and first value (16 bytes instead of two Strings).
+    Tag(u64),
     AuthorByte(u8),
     Kind(u16),
     IdByte(u8),
     Everything,
 }
 
+/// The slot of a tag with `name` whose first value is `value`.
+fn tag_slot(name: &str, value: &str) -> Slot {
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    let mut hasher = KEYS.get_or_init(RandomState::new).build_hasher();
+    name.hash(&mut hasher);
+    value.hash(&mut hasher);
+    Slot::Tag(hasher.finish())
+}
+
 /// Which slots a filter is reachable from: its most selective field, all its values.
 /// A filter with an empty list can match nothing and gets no slot.
 fn slots_for(filter: &Filter) -> Vec<Slot> {
     if let Some(condition) = filter.tags.as_ref().and_then(|tags| tags.first()) {
-        return condition.values.iter().map(|value| Slot::Tag(condition.name.clone(), value.clone())).collect();
+        return condition.values.iter().map(|value| tag_slot(&condition.name, value)).collect();
     }
     if let Some(authors) = &filter.authors {
         return authors.iter().filter_map(|prefix| prefix.first()).map(|byte| Slot::AuthorByte(*byte)).collect();
@@ -79,10 +95,7 @@ fn slots_for(filter: &Filter) -> Vec<Slot> {
 
 /// The slots an event can be found under.
 fn slots_of(event: &Event) -> impl Iterator<Item = Slot> + '_ {
-    let tags = event
-        .tags
-        .iter()
-        .filter_map(|tag| tag.first_value().map(|value| Slot::Tag(tag.name.clone(), value.to_owned())));
+    let tags = event.tags.iter().filter_map(|tag| tag.first_value().map(|value| tag_slot(&tag.name, value)));
     [Slot::AuthorByte(event.pubkey[0]), Slot::Kind(event.kind), Slot::IdByte(event.id[0]), Slot::Everything]
         .into_iter()
         .chain(tags)
@@ -104,6 +117,8 @@ struct Registry {
     subscriptions: HashMap<SubKey, Subscription>,
     by_name: HashMap<(ConnId, Arc<str>), SubKey>,
     index: HashMap<Slot, Vec<SubKey>>,
+    /// Filter items held per connection, over all its subscriptions.
+    items: HashMap<ConnId, usize>,
     next_key: SubKey,
     /// Highest seq handed to [`Fanout::dispatch_committed`].
     fanned_through: u64,
@@ -147,6 +162,12 @@ impl Registry {
     fn remove(&mut self, key: SubKey) -> Option<Subscription> {
         let subscription = self.subscriptions.remove(&key)?;
         self.by_name.remove(&(subscription.conn, subscription.sub_id.clone()));
+        if let Some(held) = self.items.get_mut(&subscription.conn) {
+            *held = held.saturating_sub(subscription.items);
+            if *held == 0 {
+                self.items.remove(&subscription.conn);
+            }
+        }
         for slot in &subscription.slots {
             if let Some(keys) = self.index.get_mut(slot) {
                 if let Some(position) = keys.iter().position(|candidate| *candidate == key) {
@@ -175,15 +196,19 @@ impl Registry {
             let Some(subscription) = self.subscriptions.get_mut(&key) else {
                 continue;
             };
-            if !any_matches(&subscription.filters, event) || !visible(&subscription.viewer, event) {
+            if !subscription.filters.iter().any(|filter| filter.matches(event)) || !visible(&subscription.viewer, event)
+            {
                 continue;
             }
             match &mut subscription.phase {
-                Phase::Stored { pending, overflowed: full } => {
-                    if pending.len() >= subscription.pending_capacity {
+                Phase::Stored { pending, pending_bytes, overflowed: full } => {
+                    let too_many_bytes = !pending.is_empty()
+                        && pending_bytes.saturating_add(raw.len()) > subscription.outbound.byte_capacity();
+                    if pending.len() >= subscription.pending_capacity || too_many_bytes {
                         *full = true;
                     } else if !*full {
                         pending.push((seq, raw.clone()));
+                        *pending_bytes += raw.len();
                     }
                 }
                 Phase::Live => {
@@ -246,6 +271,33 @@ impl Fanout {
         self.lock().fanned_through = seq;
     }
 
+    /// Refuses (400) a SUBSCRIBE that would take the connection's filter items, over all
+    /// its subscriptions (one it replaces not counted), past `max_items`.
+    pub fn check_filter_items(
+        &self,
+        conn: ConnId,
+        subscribe: &Subscribe,
+        max_items: usize,
+    ) -> Result<(), ProtocolError> {
+        let wanted = filter_items(&subscribe.filters);
+        let registry = self.lock();
+        let held = registry.items.get(&conn).copied().unwrap_or(0);
+        let replaced = registry
+            .by_name
+            .get(&(conn, Arc::from(subscribe.sub_id.as_str())))
+            .and_then(|key| registry.subscriptions.get(key))
+            .map_or(0, |subscription| subscription.items);
+        let total = held.saturating_sub(replaced).saturating_add(wanted);
+        if total > max_items {
+            return Err(ProtocolError::invalid(format!(
+                "a connection holds at most {max_items} filter items over all its subscriptions; \
+                 this one has {wanted}, the others {}",
+                held.saturating_sub(replaced)
+            )));
+        }
+        Ok(())
+    }
+
     /// Registers (or replaces) a subscription in its stored phase.
     #[allow(clippy::too_many_arguments)]
     pub fn subscribe(
@@ -264,25 +316,30 @@ impl Fanout {
             registry.remove(old);
         }
         let snapshot = registry.fanned_through;
-        let start = after_seq.unwrap_or(snapshot);
+        // An after_seq beyond the end of the log resumes from the end: nothing stored to
+        // send, then live events, and overflow resume points stay meaningful.
+        let start = after_seq.map_or(snapshot, |after| after.min(snapshot));
         let key = registry.next_key;
         registry.next_key += 1;
         let mut slots: Vec<Slot> = filters.iter().flat_map(slots_for).collect();
         slots.sort();
         slots.dedup();
         for slot in &slots {
-            registry.index.entry(slot.clone()).or_default().push(key);
+            registry.index.entry(*slot).or_default().push(key);
         }
         registry.by_name.insert((conn, sub_id.clone()), key);
+        let items = filter_items(&filters);
+        *registry.items.entry(conn).or_default() += items;
         registry.subscriptions.insert(
             key,
             Subscription {
                 conn,
                 sub_id,
-                filters,
+                filters: filters.iter().map(CompactFilter::new).collect(),
+                items,
                 viewer,
                 outbound,
-                phase: Phase::Stored { pending: Vec::new(), overflowed: false },
+                phase: Phase::Stored { pending: Vec::new(), pending_bytes: 0, overflowed: false },
                 start,
                 delivered_through: start.max(snapshot),
                 pending_capacity,
@@ -302,7 +359,7 @@ impl Fanout {
         let Some(subscription) = registry.subscriptions.get_mut(&key) else {
             return Ok(());
         };
-        let Phase::Stored { pending, overflowed } = std::mem::replace(&mut subscription.phase, Phase::Live) else {
+        let Phase::Stored { pending, overflowed, .. } = std::mem::replace(&mut subscription.phase, Phase::Live) else {
             return Ok(());
         };
         let resume =
@@ -362,5 +419,32 @@ impl Fanout {
     /// True if there are none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::store::Accepted;
+
+    /// Live events held during the stored phase were bounded in frames only: 4096 held
+    /// 64 KiB events per stuck subscription. They are bounded by the queue's bytes too, and
+    /// past that the subscription overflows at EOSE with the snapshot as resume point.
+    #[test]
+    fn events_held_before_eose_are_bounded_in_bytes() {
+        let fanout = Fanout::new(Arc::new(Metrics::new()));
+        let outbound = Arc::new(Outbound::bounded(4096, 100_000, None));
+        let viewer = Viewer { pubkey: [1; 32], is_admin: false };
+        let registered = fanout.subscribe(1, "s", vec![Filter::default()], viewer, outbound, None, 4096);
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let committed: Vec<Committed> = (1..=10u64)
+            .map(|seq| {
+                let event = Event::sign(&key, seq, 1000, vec![seq as u8; 20_000], Vec::new()).expect("sign");
+                let accepted = Accepted { raw: event.encode().into(), event, expires_at: None };
+                Committed { seq, accepted: Arc::new(accepted) }
+            })
+            .collect();
+        fanout.dispatch_committed(&committed);
+        assert_eq!(fanout.go_live(1, "s"), Err(Overflowed { resume: registered.snapshot }));
     }
 }

@@ -15,6 +15,40 @@ use crate::protocol::kind::KIND_RANGES;
 
 /// The largest request head accepted.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// After refusing a request, how long and how much of the rest of it is read and dropped
+/// before closing, so the close is a FIN the client sees after the answer, not a reset.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// Why no request head could be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadError {
+    /// The peer closed or the socket failed: nothing to answer.
+    Gone,
+    /// The request line alone is longer than the head limit (answer 414).
+    UriTooLong,
+    /// The head is longer than the limit (answer 431).
+    HeadTooLarge,
+    /// Not an HTTP/1 request head (answer 400).
+    Malformed,
+}
+
+impl HeadError {
+    /// The answer to send before closing, if any.
+    pub fn response(self) -> Option<Response> {
+        let (status, body) = match self {
+            HeadError::Gone => return None,
+            HeadError::UriTooLong => {
+                (414, format!("invalid: the request line is longer than {MAX_HEAD_BYTES} bytes\n"))
+            }
+            HeadError::HeadTooLarge => {
+                (431, format!("invalid: the request head is longer than {MAX_HEAD_BYTES} bytes\n"))
+            }
+            HeadError::Malformed => (400, "invalid: not an HTTP/1.1 request\n".to_owned()),
+        };
+        Some(Response { status, content_type: "text/plain; charset=utf-8", body })
+    }
+}
 
 /// A parsed request head.
 #[derive(Debug)]
@@ -40,24 +74,45 @@ impl RequestHead {
 }
 
 /// Reads a request head; returns it and every byte read (to replay to the WebSocket
-/// handshake). `None` if the peer sent something that is not an HTTP request head.
-pub async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<(RequestHead, Bytes)>> {
+/// handshake), or why there is none: a head over the limit or not HTTP gets an answer
+/// ([`HeadError::response`], sent with [`refuse`]) instead of a silent close or a reset.
+pub async fn read_head(stream: &mut TcpStream) -> Result<(RequestHead, Bytes), HeadError> {
     let mut buffer = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     loop {
-        let read = stream.read(&mut chunk).await?;
+        let read = stream.read(&mut chunk).await.map_err(|_| HeadError::Gone)?;
         if read == 0 {
-            return Ok(None);
+            return Err(HeadError::Gone);
         }
+        // Only the new bytes (and 3 before them) can complete the blank line.
+        let searched = buffer.len().saturating_sub(3);
         buffer.extend_from_slice(&chunk[..read]);
-        if let Some(end) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
-            let head = parse_head(&buffer[..end]);
-            return Ok(head.map(|head| (head, Bytes::from(buffer))));
+        if let Some(end) = buffer[searched..].windows(4).position(|window| window == b"\r\n\r\n") {
+            let head = parse_head(&buffer[..searched + end]).ok_or(HeadError::Malformed)?;
+            return Ok((head, Bytes::from(buffer)));
         }
         if buffer.len() > MAX_HEAD_BYTES {
-            return Ok(None);
+            let request_line_ended = buffer.windows(2).any(|window| window == b"\r\n");
+            return Err(if request_line_ended { HeadError::HeadTooLarge } else { HeadError::UriTooLong });
         }
     }
+}
+
+/// Sends `response` and closes, first reading and dropping what the client still sends
+/// (bounded by [`LINGER`] and [`LINGER_BYTES`]): closing a socket with unread input makes
+/// the kernel send a reset, which can destroy the answer before the client reads it.
+pub async fn refuse(stream: &mut TcpStream, response: Response) -> std::io::Result<()> {
+    respond(stream, response).await?;
+    let mut chunk = [0u8; 4096];
+    let mut drained = 0;
+    let deadline = tokio::time::Instant::now() + LINGER;
+    while drained < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(read)) if read > 0 => drained += read,
+            _ => break,
+        }
+    }
+    Ok(())
 }
 
 fn parse_head(bytes: &[u8]) -> Option<RequestHead> {
@@ -66,6 +121,13 @@ fn parse_head(bytes: &[u8]) -> Option<RequestHead> {
     let mut request = lines.next()?.split(' ');
     let method = request.next()?.to_owned();
     let path = request.next()?.to_owned();
+    let version = request.next()?;
+    let token = |word: &str| {
+        !word.is_empty() && word.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
+    };
+    if !token(&method) || path.is_empty() || !version.starts_with("HTTP/1.") || request.next().is_some() {
+        return None;
+    }
     let headers = lines
         .filter_map(|line| line.split_once(':'))
         .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
@@ -97,11 +159,13 @@ pub fn info_document(config: &RelayConfig) -> serde_json::Value {
             "max_subscriptions": limits.max_subscriptions,
             "max_filters": limits.max_filters,
             "max_filter_items": limits.max_filter_items,
+            "max_filter_items_per_connection": limits.max_filter_items_per_connection,
             "max_limit": limits.max_limit,
             "auth_timeout_secs": limits.auth_timeout_secs,
             "ping_interval_secs": limits.ping_interval_secs,
             "max_future_skew_secs": limits.max_future_skew_secs,
             "outbound_queue": limits.outbound_queue,
+            "outbound_bytes": limits.outbound_bytes,
             "publish_per_second": limits.publish_per_second,
             "publish_burst": limits.publish_burst,
             "max_connections": limits.max_connections,
@@ -149,14 +213,20 @@ pub fn route(head: &RequestHead, state: &RelayState) -> Response {
     }
     let wants_json = head.header("accept").is_some_and(|accept| accept.contains("application/json"));
     match head.path.split('?').next().unwrap_or_default() {
-        "/health" if serving => text(200, "ok"),
+        "/health" if serving => match state.health.problem() {
+            None => text(200, "ok"),
+            Some(problem) => text(503, &format!("unavailable: {problem}\n")),
+        },
         "/health" => text(503, "unavailable"),
         "/info" => json_response(config),
-        "/metrics" => Response {
-            status: 200,
-            content_type: "text/plain; version=0.0.4",
-            body: state.metrics.render(&config.db, state.fanout.len()),
-        },
+        "/metrics" => {
+            state.metrics.outbound_bytes.set(state.outbound_bytes.queued() as i64);
+            Response {
+                status: 200,
+                content_type: "text/plain; version=0.0.4",
+                body: state.metrics.render(&config.db, state.fanout.len()),
+            }
+        }
         "/" if wants_json => json_response(config),
         "/" => text(200, "Axon relay (axon.v1). Connect with a WebSocket; GET /info for details.\n"),
         _ => text(404, "not found\n"),
@@ -171,9 +241,12 @@ fn json_response(config: &RelayConfig) -> Response {
 pub async fn respond(stream: &mut TcpStream, response: Response) -> std::io::Result<()> {
     let reason = match response.status {
         200 => "OK",
+        400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        414 => "URI Too Long",
         429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
         _ => "Service Unavailable",
     };
     let head = format!(

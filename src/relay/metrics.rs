@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Every metric the relay exports.
 pub struct Metrics {
@@ -30,6 +32,10 @@ pub struct Metrics {
     pub query_seconds: Histogram,
     /// Size of the database file plus its WAL (set at scrape time).
     pub database_bytes: IntGauge,
+    /// 1 while the relay is unhealthy for the labelled reason (`storage`: writes fail).
+    pub health_failing: IntGaugeVec,
+    /// Bytes waiting in outbound queues over all connections (set at scrape time).
+    pub outbound_bytes: IntGauge,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -85,6 +91,18 @@ impl Metrics {
             ),
             query_seconds: histogram(&registry, "axon_query_seconds", "Stored query time", latency_buckets()),
             database_bytes: gauge(&registry, "axon_database_bytes", "Database file plus WAL, in bytes"),
+            health_failing: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "axon_health_failing",
+                        "1 while /health answers 503 for this reason (storage: writes fail)",
+                    ),
+                    &["reason"],
+                )
+                .unwrap_or_else(|_| unreachable!("valid metric")),
+            ),
+            outbound_bytes: gauge(&registry, "axon_outbound_bytes", "Bytes queued in outbound queues, all connections"),
             registry,
         }
     }

@@ -1,13 +1,16 @@
 //! The relay server: sockets, storage, fan-out (spec §6–§11).
 
 pub mod access;
+pub mod compact;
 pub mod config;
 pub mod connection;
 pub mod connections;
 pub mod fanout;
+pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod keys;
+pub mod memory;
 pub mod metrics;
 pub mod outbound;
 pub mod rate;
@@ -25,6 +28,8 @@ use access::Access;
 use config::{ConfigError, RelayConfig};
 use connections::Connections;
 use fanout::Fanout;
+use health::Health;
+use memory::OutboundBytes;
 use metrics::Metrics;
 use store::{BatchStats, CommitHook, Committed, Store, StoreError};
 
@@ -69,6 +74,10 @@ pub struct RelayState {
     pub author_keys: keys::KeyCache,
     /// Handshake token buckets per IP.
     pub handshake_rate: rate::RateLimiter<std::net::IpAddr>,
+    /// Whether writes succeed (for `/health`).
+    pub health: Arc<Health>,
+    /// Bytes queued in every connection's outbound queue.
+    pub outbound_bytes: Arc<OutboundBytes>,
     serving: AtomicBool,
     next_conn: AtomicU64,
     shutdown: watch::Receiver<bool>,
@@ -131,10 +140,16 @@ struct RelayHook {
     fanout: Arc<Fanout>,
     connections: Arc<Connections>,
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
 }
 
 impl CommitHook for RelayHook {
+    fn failed(&mut self, error: &StoreError) {
+        self.health.write_failed(error);
+    }
+
     fn committed(&mut self, events: &[Committed], stats: BatchStats) {
+        self.health.write_succeeded();
         self.metrics.write_batch_size.observe(stats.requests as f64);
         self.metrics.commit_seconds.observe(stats.elapsed.as_secs_f64());
         for committed in events.iter().filter(|committed| is_admin(committed.accepted.event.kind)) {
@@ -196,11 +211,13 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
     let metrics = Arc::new(Metrics::new());
     let fanout = Arc::new(Fanout::new(metrics.clone()));
     let connections = Arc::new(Connections::default());
+    let health = Arc::new(Health::new(metrics.health_failing.clone()));
     let hook = RelayHook {
         access: access.clone(),
         fanout: fanout.clone(),
         connections: connections.clone(),
         metrics: metrics.clone(),
+        health: health.clone(),
     };
     let store = Store::open(&config.db, Box::new(hook))?;
     replay_admin_log(&store, &access)?;
@@ -219,6 +236,8 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
         publish_rate: rate::RateLimiter::default(),
         author_keys: keys::KeyCache::default(),
         handshake_rate: rate::RateLimiter::default(),
+        health,
+        outbound_bytes: Arc::new(OutboundBytes::default()),
         serving: AtomicBool::new(true),
         next_conn: AtomicU64::new(1),
         shutdown: shutdown_receiver,

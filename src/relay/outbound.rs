@@ -1,4 +1,5 @@
-//! One connection's bounded outbound queue.
+//! One connection's bounded outbound queue: at most `capacity` frames and `byte_capacity`
+//! bytes (a frame always fits into an empty queue, so no frame is refused for its size).
 //!
 //! Fan-out uses [`Outbound::try_push`], which fails when the queue is full so the
 //! subscription can end with an overflow error instead of growing memory. Replies and
@@ -7,9 +8,11 @@
 //! frames past the bound, so an overflow error can follow the events before it in order.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
+
+use super::memory::OutboundBytes;
 
 /// What the socket writer sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,8 +25,21 @@ pub enum OutFrame {
     Close(u16, String),
 }
 
+impl OutFrame {
+    /// The bytes this frame holds in the queue (counted against the byte bound).
+    pub fn weight(&self) -> usize {
+        match self {
+            OutFrame::Binary(bytes) => bytes.len(),
+            OutFrame::Ping => 0,
+            OutFrame::Close(_, reason) => reason.len(),
+        }
+    }
+}
+
 struct State {
     frames: VecDeque<OutFrame>,
+    /// Sum of the queued frames' weights.
+    bytes: usize,
     closed: bool,
 }
 
@@ -31,6 +47,9 @@ struct State {
 pub struct Outbound {
     state: Mutex<State>,
     capacity: usize,
+    byte_capacity: usize,
+    /// The relay-wide count of queued bytes, if this queue reports into one.
+    total: Option<Arc<OutboundBytes>>,
     frame_ready: Notify,
     space_ready: Notify,
 }
@@ -40,14 +59,38 @@ pub struct Outbound {
 pub struct Full;
 
 impl Outbound {
-    /// A queue holding at most `capacity` frames for fan-out.
+    /// A queue holding at most `capacity` frames for fan-out, of any total size.
     pub fn new(capacity: usize) -> Outbound {
+        Outbound::bounded(capacity, usize::MAX, None)
+    }
+
+    /// A queue holding at most `capacity` frames and `byte_capacity` bytes, reporting its
+    /// queued bytes into `total`.
+    pub fn bounded(capacity: usize, byte_capacity: usize, total: Option<Arc<OutboundBytes>>) -> Outbound {
         Outbound {
-            state: Mutex::new(State { frames: VecDeque::with_capacity(capacity.min(64)), closed: false }),
+            state: Mutex::new(State { frames: VecDeque::with_capacity(capacity.min(64)), bytes: 0, closed: false }),
             capacity,
+            byte_capacity,
+            total,
             frame_ready: Notify::new(),
             space_ready: Notify::new(),
         }
+    }
+
+    /// Adds `frame` to the queue (the caller decided it may go in).
+    fn enqueue(&self, state: &mut State, frame: OutFrame) {
+        let weight = frame.weight();
+        state.bytes += weight;
+        state.frames.push_back(frame);
+        if let Some(total) = &self.total {
+            total.add(weight);
+        }
+    }
+
+    /// True if `weight` more bytes and one more frame fit.
+    fn has_room(&self, state: &State, weight: usize) -> bool {
+        state.frames.len() < self.capacity
+            && (state.frames.is_empty() || state.bytes.saturating_add(weight) <= self.byte_capacity)
     }
 
     fn with_state<T>(&self, work: impl FnOnce(&mut State) -> T) -> T {
@@ -60,10 +103,10 @@ impl Outbound {
     /// Queues `frame` unless the queue is full or closed, handing it back if not.
     fn offer(&self, frame: OutFrame) -> Result<(), OutFrame> {
         let refused = self.with_state(|state| {
-            if state.closed || state.frames.len() >= self.capacity {
+            if state.closed || !self.has_room(state, frame.weight()) {
                 return Some(frame);
             }
-            state.frames.push_back(frame);
+            self.enqueue(state, frame);
             None
         });
         match refused {
@@ -84,7 +127,7 @@ impl Outbound {
     pub fn push_always(&self, frame: OutFrame) {
         let pushed = self.with_state(|state| {
             if !state.closed {
-                state.frames.push_back(frame);
+                self.enqueue(state, frame);
             }
             !state.closed
         });
@@ -110,7 +153,21 @@ impl Outbound {
     pub async fn pop(&self) -> Option<OutFrame> {
         loop {
             let waiting = self.frame_ready.notified();
-            let (frame, closed) = self.with_state(|state| (state.frames.pop_front(), state.closed));
+            let (frame, closed) = self.with_state(|state| {
+                let frame = state.frames.pop_front();
+                if let Some(frame) = &frame {
+                    let weight = frame.weight();
+                    state.bytes -= weight;
+                    if let Some(total) = &self.total {
+                        total.sub(weight);
+                    }
+                }
+                if state.frames.is_empty() && state.frames.capacity() > 64 {
+                    // Give back the ring buffer a backlog grew (frames are freed as popped).
+                    state.frames.shrink_to(64);
+                }
+                (frame, state.closed)
+            });
             if let Some(frame) = frame {
                 self.space_ready.notify_one();
                 return Some(frame);
@@ -125,6 +182,16 @@ impl Outbound {
     /// Frames waiting to be written.
     pub fn len(&self) -> usize {
         self.with_state(|state| state.frames.len())
+    }
+
+    /// The most bytes queued for fan-out (a single frame may exceed it in an empty queue).
+    pub fn byte_capacity(&self) -> usize {
+        self.byte_capacity
+    }
+
+    /// Bytes waiting to be written.
+    pub fn queued_bytes(&self) -> usize {
+        self.with_state(|state| state.bytes)
     }
 
     /// True when nothing is waiting.
@@ -142,5 +209,14 @@ impl Outbound {
     /// True once [`Outbound::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.with_state(|state| state.closed)
+    }
+}
+
+impl Drop for Outbound {
+    fn drop(&mut self) {
+        // Frames never written (the peer went away) leave the relay-wide count too.
+        if let Some(total) = &self.total {
+            total.sub(self.with_state(|state| state.bytes));
+        }
     }
 }

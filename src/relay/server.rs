@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::http::{read_head, respond, route, Response as HttpResponse, Rewind};
+use super::http::{read_head, refuse, respond, route, Response as HttpResponse, Rewind};
 use super::store::{Prune, StoreError};
 use super::{connection, unix_now, RelayState};
 
@@ -26,6 +26,8 @@ pub async fn run(listener: TcpListener, state: Arc<RelayState>) {
     let mut shutdown = state.shutdown_signal();
     let mut tasks = JoinSet::new();
     let pruner = tokio::spawn(prune_expired(state.clone()));
+    let trimmer =
+        tokio::spawn(super::memory::trim_task(state.outbound_bytes.clone(), state.metrics.connections.clone()));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -43,6 +45,7 @@ pub async fn run(listener: TcpListener, state: Arc<RelayState>) {
     }
     state.serving.store(false, Ordering::Relaxed);
     pruner.abort();
+    trimmer.abort();
     drain(listener, tasks, &state).await;
 }
 
@@ -73,8 +76,15 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, state: Arc<RelayState>)
     let config = state.config();
     let _ = stream.set_nodelay(true);
     let head_timeout = Duration::from_secs(config.limits.auth_timeout_secs);
-    let Ok(Ok(Some((head, bytes)))) = tokio::time::timeout(head_timeout, read_head(&mut stream)).await else {
-        return;
+    let (head, bytes) = match tokio::time::timeout(head_timeout, read_head(&mut stream)).await {
+        Ok(Ok(head)) => head,
+        Ok(Err(refusal)) => {
+            if let Some(response) = refusal.response() {
+                let _ = refuse(&mut stream, response).await;
+            }
+            return;
+        }
+        Err(_) => return,
     };
     if !head.is_websocket() {
         let _ = respond(&mut stream, route(&head, &state)).await;

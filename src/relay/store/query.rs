@@ -146,11 +146,11 @@ fn push_filter(sql: &mut Sql, filter: &Filter, tag_check: TagCheck, skip_tag: Op
 
 /// Visibility (spec §9.3), expiry (spec §4) and the seq window, on `events AS e`.
 fn push_common(sql: &mut Sql, viewer: &Viewer, after: u64, snapshot: u64, now: u64) {
-    sql.push(" AND e.seq > ").bind(Value::Integer(after as i64));
-    sql.push(" AND e.seq <= ").bind(Value::Integer(snapshot.min(i64::MAX as u64) as i64));
-    sql.push(" AND (e.expires_at IS NULL OR e.expires_at > ")
-        .bind(Value::Integer(now.min(i64::MAX as u64) as i64))
-        .push(")");
+    // Saturating, never `as i64`: an after_seq of 2^63 or more must select nothing
+    // (every seq is at most i64::MAX), not wrap to a negative bound that selects everything.
+    sql.push(" AND e.seq > ").bind(Value::Integer(clamp_limit(after)));
+    sql.push(" AND e.seq <= ").bind(Value::Integer(clamp_limit(snapshot)));
+    sql.push(" AND (e.expires_at IS NULL OR e.expires_at > ").bind(Value::Integer(clamp_limit(now))).push(")");
     sql.push(" AND (e.kind < 2000 OR e.kind > 2999 OR e.pubkey = ").bind(Value::Blob(viewer.pubkey.to_vec()));
     sql.push(" OR ");
     push_tag_probe(sql, "p", &[hex::encode(viewer.pubkey)]);
@@ -240,6 +240,7 @@ struct Window<'a> {
     now: u64,
 }
 
+/// A u64 bound (limit, seq, time) as an SQLite integer, saturating at i64::MAX.
 fn clamp_limit(limit: u64) -> i64 {
     limit.min(i64::MAX as u64) as i64
 }

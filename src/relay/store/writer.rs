@@ -13,6 +13,9 @@ use super::{Accepted, Committed, Prune, StoreError, WriteRequest, MAX_BATCH};
 pub trait CommitHook: Send + 'static {
     /// The events just committed, and the transaction's size and time.
     fn committed(&mut self, events: &[Committed], stats: BatchStats);
+
+    /// A write batch failed; nothing of it was stored and every request gets `error`.
+    fn failed(&mut self, _error: &StoreError) {}
 }
 
 /// What one write transaction did.
@@ -81,6 +84,7 @@ fn commit_batch(connection: &mut Connection, inserts: &mut Vec<(Arc<Accepted>, R
         }
         Err(error) => {
             tracing::error!(%error, events = inserts.len(), "write batch failed; nothing of it was stored");
+            hook.failed(&error);
             for (_, reply) in inserts.drain(..) {
                 let _ = reply.send(Err(error.clone()));
             }
@@ -101,7 +105,8 @@ fn insert_all(connection: &mut Connection, inserts: &[(Arc<Accepted>, Reply)]) -
             .prepare_cached("INSERT INTO tags (name, value, kind, created_at, seq) VALUES (?1, ?2, ?3, ?4, ?5)")?;
         for (accepted, _) in inserts {
             let event = &accepted.event;
-            let created_at = event.created_at as i64;
+            // Admission bounds created_at (future skew), so this never saturates in practice.
+            let created_at = event.created_at.min(i64::MAX as u64) as i64;
             let expires_at = accepted.expires_at.map(|time| time.min(i64::MAX as u64) as i64);
             let seq: Option<i64> = insert_event
                 .query_row(
