@@ -4,6 +4,7 @@ pub mod access;
 pub mod config;
 pub mod connection;
 pub mod connections;
+pub mod console;
 pub mod fanout;
 pub mod http;
 pub mod ingest;

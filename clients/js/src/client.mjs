@@ -481,7 +481,7 @@ const FRAME = { AUTH: 1, SUBSCRIBE: 2, UNSUBSCRIBE: 3, PUBLISH: 4, CHALLENGE: 10
 const encoder = new Encoder({ ignoreUndefined: true });
 
 /** The marker a subscription yields once, between stored and live events. */
-export const END_OF_STORED = Object.freeze({ toString: () => 'END_OF_STORED' });
+export const END_OF_STORED = Symbol('END_OF_STORED');
 
 function errorFromPayload(p) {
   return AxonError.fromCode(p.code, p.message ?? '', {
