@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use axon::protocol::dm;
+use axon_relay::protocol::dm;
 use ed25519_dalek::SigningKey;
 
 fn fixture(name: &str) -> PathBuf {

@@ -56,6 +56,7 @@ describe('web console', () => {
 
   async function openConsole(name) {
     const page = await browser.newPage();
+    page.setDefaultTimeout(15000);
     await page.setViewport({ width: 1280, height: 900 });
     page.on('console', (message) => {
       if (message.type() === 'error') consoleErrors.push(`${name}: ${message.text()}`);
@@ -64,15 +65,18 @@ describe('web console', () => {
     const response = await page.goto(`${relay.httpUrl}/`, { waitUntil: 'load' });
     assert.equal(response.status(), 200);
     assert.match(response.headers()['content-type'], /text\/html/);
-    await page.waitForFunction(() => document.querySelector('#relay-name').textContent.includes('ws://'));
+    await page.waitForFunction(() => document.querySelector('#relay-name').textContent.includes('ws://'), { polling: 100 });
     return page;
   }
 
   const shot = (page, name) => page.screenshot({ path: path.join(OUTPUT, `${name}.png`), fullPage: true });
-  const tab = (page, name) => page.click(`nav button[data-tab=${name}]`);
+  const tab = async (page, name) => {
+    await page.bringToFront();
+    await page.click(`nav button[data-tab=${name}]`);
+  };
   const connState = (page) => page.$eval('#conn', (el) => ({ state: el.dataset.state, text: el.textContent }));
 
-  it('admin allows a key, the key publishes from a second page, the first sees it live, revocation is explained', async () => {
+  it('admin allows a key, the key publishes from a second page, the first sees it live, revocation is explained', { timeout: 120000 }, async () => {
     // JSON clients still get the info document at GET /.
     const info = await (await fetch(`${relay.httpUrl}/`, { headers: { accept: 'application/json' } })).json();
     assert.equal(info.relay_url, relay.url);
@@ -85,7 +89,7 @@ describe('web console', () => {
     await tab(first, 'key');
     await first.type('#key-hex', admin.toKeyFile().trim());
     await first.click('#key-hex-load');
-    await first.waitForSelector('#conn[data-state=open]');
+    await waitOpen(first);
     assert.match(await first.$eval('#key-storage', (el) => el.textContent), /memory only/);
     await shot(first, '02-admin-key-loaded');
 
@@ -94,7 +98,7 @@ describe('web console', () => {
     await first.type('#allow-key', agent.publicHex);
     await first.click('#allow-submit');
     await first.waitForSelector(`#allowlist tr[data-key="${agent.publicHex}"]`);
-    await first.waitForFunction(() => document.querySelector('#audit tbody').textContent.includes('allow'));
+    await first.waitForFunction(() => document.querySelector('#audit tbody').textContent.includes('allow'), { polling: 100 });
     await shot(first, '03-admin-allowed');
 
     // Second page: load the agent's key from a key file, publish.
@@ -105,22 +109,22 @@ describe('web console', () => {
     writeFileSync(keyFile, agent.toKeyFile());
     const input = await second.$('#key-file');
     await input.uploadFile(keyFile);
-    await second.waitForSelector('#conn[data-state=open]');
+    await waitOpen(second);
     rmSync(keyDir, { recursive: true, force: true });
     assert.equal(await second.$eval('#key-public', (el) => el.textContent), agent.publicHex);
     await shot(second, '04-agent-key-loaded');
 
     await tab(first, 'events');
-    await first.waitForFunction(() => document.querySelector('#events-counts').textContent.includes('then live'));
+    await first.waitForFunction(() => document.querySelector('#events-counts').textContent.includes('then live'), { polling: 100 });
     await tab(second, 'events');
     await second.type('#publish-form [name=tags]', 'topic=browser');
     await second.type('#publish-form [name=content]', 'hello from the second page');
     await second.click('#publish-submit');
-    await second.waitForFunction(() => document.querySelector('#publish-result').textContent.startsWith('Published'));
+    await second.waitForFunction(() => document.querySelector('#publish-result').textContent.startsWith('Published'), { polling: 100 });
     await shot(second, '05-agent-published');
 
     // It appears live on the first page; its details open on click.
-    await first.waitForFunction(() => document.querySelector('#events-table tbody').textContent.includes('hello from the second page'));
+    await first.waitForFunction(() => document.querySelector('#events-table tbody').textContent.includes('hello from the second page'), { polling: 100 });
     const rows = await first.$$('#events-table tbody tr');
     for (const row of rows) {
       if ((await row.evaluate((el) => el.textContent)).includes('hello from the second page')) {
@@ -128,7 +132,7 @@ describe('web console', () => {
         break;
       }
     }
-    await first.waitForFunction(() => document.querySelector('#event-detail').textContent.includes('valid (checked in this page)'));
+    await first.waitForFunction(() => document.querySelector('#event-detail').textContent.includes('valid (checked in this page)'), { polling: 100 });
     assert.match(await first.$eval('#event-detail', (el) => el.textContent), new RegExp(agent.publicHex));
     await shot(first, '06-admin-sees-event-live');
 
@@ -138,7 +142,7 @@ describe('web console', () => {
       el.value = '9000';
     });
     await second.click('#publish-submit');
-    await second.waitForFunction(() => document.querySelector('#errors').textContent.includes('403 not allowed'));
+    await second.waitForFunction(() => document.querySelector('#errors').textContent.includes('403 not allowed'), { polling: 100 });
     await shot(second, '07-agent-error-in-words');
 
     // Revoke: the second page is told why it was disconnected.
@@ -156,6 +160,16 @@ describe('web console', () => {
   });
 });
 
+/** Waits for the connection to open; on failure, says what the page shows. */
+async function waitOpen(page) {
+  try {
+    await page.waitForSelector('#conn[data-state=open]');
+  } catch (error) {
+    const shown = await page.evaluate(() => `${document.querySelector('#conn').textContent} | ${document.querySelector('#errors').textContent}`);
+    throw new Error(`the page did not connect: ${shown}`, { cause: error });
+  }
+}
+
 async function page_waitForMetrics(page) {
-  await page.waitForFunction(() => /^\d/.test(document.querySelector('#v-connections').textContent));
+  await page.waitForFunction(() => /^\d/.test(document.querySelector('#v-connections').textContent), { polling: 100 });
 }

@@ -471,10 +471,11 @@ function addEvent(event) {
 function queueRender() {
   if (state.renderQueued) return;
   state.renderQueued = true;
-  requestAnimationFrame(renderEvents);
+  // A timer, not requestAnimationFrame: it also runs (throttled) in a background tab.
+  setTimeout(renderEvents, 100);
 }
 
-// Renders at most once per frame and only the newest MAX_ROWS events, so thousands of
+// Renders at most ten times a second and only the newest MAX_ROWS events, so thousands of
 // events per second never freeze the page.
 function renderEvents() {
   state.renderQueued = false;
@@ -596,8 +597,6 @@ async function refreshAdmin() {
     $('#admin-note').textContent = 'Load an admin key to manage the allowlist.';
     return;
   }
-  const isAdmin = state.info ? null : null;
-  void isAdmin;
   try {
     const log = await relay.adminLog();
     const allowed = new Map();
