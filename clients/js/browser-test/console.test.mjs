@@ -69,7 +69,11 @@ describe('web console', () => {
     return page;
   }
 
-  const shot = (page, name) => page.screenshot({ path: path.join(OUTPUT, `${name}.png`), fullPage: true });
+  // Screenshots and clicks need the page in front (a background tab renders no frames).
+  const shot = async (page, name) => {
+    await page.bringToFront();
+    await page.screenshot({ path: path.join(OUTPUT, `${name}.png`), fullPage: true });
+  };
   const tab = async (page, name) => {
     await page.bringToFront();
     await page.click(`nav button[data-tab=${name}]`);
@@ -124,6 +128,7 @@ describe('web console', () => {
     await shot(second, '05-agent-published');
 
     // It appears live on the first page; its details open on click.
+    await first.bringToFront();
     await first.waitForFunction(() => document.querySelector('#events-table tbody').textContent.includes('hello from the second page'), { polling: 100 });
     const rows = await first.$$('#events-table tbody tr');
     for (const row of rows) {
@@ -138,6 +143,7 @@ describe('web console', () => {
 
     // An error from the relay is shown in words with its code: a non-admin publishing
     // an admin event gets 403.
+    await second.bringToFront();
     await second.$eval('#publish-form [name=kind]', (el) => {
       el.value = '9000';
     });
