@@ -11,7 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import puppeteer from 'puppeteer-core';
 
-import { Key } from '../src/index.mjs';
+import { Key, connect, signEvent } from '../src/index.mjs';
 import { TestRelay } from '../test/support/relay.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -161,6 +161,27 @@ describe('web console', () => {
     assert.match(text, /not allowed/);
     await shot(first, '08-admin-revoked');
     await shot(second, '09-agent-disconnected');
+
+    // A burst of thousands of events: the live table keeps up (capped, with counts).
+    const publisher = await connect(relay.url, admin);
+    const burst = 2000;
+    const signed = Array.from({ length: burst }, (_, i) => signEvent(admin, { kind: 1000, content: `burst ${i}`, tags: [['topic', 'burst']] }));
+    await first.bringToFront();
+    const started = Date.now();
+    await Promise.all(signed.map((event) => publisher.publishEvent(event)));
+    publisher.close();
+    const publishedMs = Date.now() - started;
+    await tab(first, 'events');
+    await first.waitForFunction(
+      (n) => Number(document.querySelector('#events-counts').textContent.replace(/,/g, '').match(/^(\d+)/)[1]) >= n,
+      { polling: 100, timeout: 30000 },
+      burst + 1,
+    );
+    const rowCount = await first.$$eval('#events-table tbody tr', (list) => list.length);
+    assert.ok(rowCount <= 500, `the table is capped (${rowCount} rows)`);
+    assert.match(await first.$eval('#events-table tbody tr', (el) => el.textContent), /burst 1999/);
+    console.log(`# ${burst} events published in ${publishedMs} ms, all counted by the page after ${Date.now() - started} ms`);
+    await shot(first, '10-admin-after-burst');
 
     assert.deepEqual(consoleErrors, [], 'no console errors');
   });
