@@ -48,6 +48,7 @@ const state = {
 // Errors in words
 
 function describeError(error) {
+  if (error && error.code === 0) return error.message; // already says "connection closed …"
   if (error && typeof error.code === 'number') {
     const words = CODE_WORDS[error.code] ?? 'error';
     return `${error.code ? `${error.code} ` : ''}${words}: ${error.message}`;
