@@ -133,13 +133,11 @@ describe('web console', () => {
     // It appears live on the first page; its details open on click.
     await first.bringToFront();
     await first.waitForFunction(() => document.querySelector('#events-table tbody').textContent.includes('hello from the second page'), { polling: 100 });
-    const rows = await first.$$('#events-table tbody tr');
-    for (const row of rows) {
-      if ((await row.evaluate((el) => el.textContent)).includes('hello from the second page')) {
-        await row.click();
-        break;
-      }
-    }
+    // Find and click the row in one step: the table is redrawn while events arrive.
+    await first.evaluate(() => {
+      const rows = [...document.querySelectorAll('#events-table tbody tr')];
+      rows.find((row) => row.textContent.includes('hello from the second page')).click();
+    });
     await first.waitForFunction(() => document.querySelector('#event-detail').textContent.includes('valid (checked in this page)'), { polling: 100 });
     assert.match(await first.$eval('#event-detail', (el) => el.textContent), new RegExp(agent.publicHex));
     await shot(first, '06-admin-sees-event-live');
@@ -156,8 +154,10 @@ describe('web console', () => {
 
     // Revoke: the second page is told why it was disconnected.
     await tab(first, 'admin');
-    await first.click(`#allowlist tr[data-key="${agent.publicHex}"] button.revoke`);
-    await first.waitForFunction((key) => !document.querySelector(`#allowlist tr[data-key="${key}"]`), {}, agent.publicHex);
+    // Find and click in one step: switching to the tab redraws the allowlist.
+    await first.waitForSelector(`#allowlist tr[data-key="${agent.publicHex}"] button.revoke`);
+    await first.evaluate((key) => document.querySelector(`#allowlist tr[data-key="${key}"] button.revoke`).click(), agent.publicHex);
+    await first.waitForFunction((key) => !document.querySelector(`#allowlist tr[data-key="${key}"]`), { polling: 100 }, agent.publicHex);
     await second.waitForSelector('#conn[data-state=revoked]', { timeout: 10000 });
     const { text } = await connState(second);
     assert.match(text, /403/);
