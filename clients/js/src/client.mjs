@@ -992,6 +992,9 @@ class Subscription {
             // Replay mode or live phase: seq order; skip what a resume replays again.
             if (event.seq <= this.lastSeq) continue;
             this.lastSeq = event.seq;
+          } else if (this.eoseSeen) {
+            // A live-only subscription's first live event: resume after it from now on.
+            this.lastSeq = event.seq;
           } else {
             // Stored phase without after_seq (newest first): skip what was yielded
             // before a reconnect.
@@ -1007,14 +1010,19 @@ class Subscription {
       if (item.eose) {
         if (this.eoseSeen) continue;
         this.eoseSeen = true;
-        if (this.lastSeq === null) this.lastSeq = this.maxStoredSeq ?? 0;
+        // The resume point after the stored phase: the newest stored seq, or 0 when nothing
+        // matched (then no stored event matches at all). A filter with limit 0 hides the
+        // stored events, so with nothing seen the point stays unknown until the first live
+        // event (a resume before it subscribes live again).
+        const liveOnly = this.filters.some((filter) => filter.limit === 0);
+        if (this.lastSeq === null && !(liveOnly && this.maxStoredSeq === undefined)) this.lastSeq = this.maxStoredSeq ?? 0;
         this.storedIds.clear();
         return { done: false, value: END_OF_STORED };
       }
       const error = item.error ?? item.closed;
       if (this.resume && this.resumable(error)) {
         // Overflow carries the resume point: every match up to it was delivered.
-        if (error.code === 503 && error.seq !== null && error.seq !== undefined && this.eoseSeen) {
+        if (error.code === 503 && error.seq !== null && error.seq !== undefined) {
           this.lastSeq = Math.max(this.lastSeq ?? 0, error.seq);
         }
         if (this.connection) this.connection.subscriptions.delete(this.subId);

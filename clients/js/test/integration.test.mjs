@@ -286,6 +286,31 @@ describe('resume', () => {
     }
   });
 
+  it('a live-only subscription (limit 0) resumes across a restart without replaying history', async () => {
+    const relay = await TestRelay.start({ allowlist: [alice.publicHex, bob.publicHex] });
+    try {
+      let pub = await connect(relay.url, alice);
+      for (let i = 0; i < 3; i++) await pub.publish({ kind: 1001, content: `old${i}` });
+      const sub = await connect(relay.url, bob, { backoffBaseMs: 100, backoffMaxMs: 500 });
+      const iterator = sub.subscribe([{ kinds: [1001], limit: 0 }], { resume: true })[Symbol.asyncIterator]();
+      assert.equal(await nextWithin(iterator), END_OF_STORED);
+      const live = (await pub.publish({ kind: 1001, content: 'live' })).seq;
+      assert.equal((await nextWithin(iterator)).seq, live);
+      pub.close();
+      await relay.restart();
+      pub = await connect(relay.url, alice);
+      const after = [];
+      for (let i = 0; i < 2; i++) after.push((await pub.publish({ kind: 1001, content: `new${i}` })).seq);
+      const got = [(await nextWithin(iterator, 15000)).seq, (await nextWithin(iterator)).seq];
+      assert.deepEqual(got, after);
+      await iterator.return();
+      sub.close();
+      pub.close();
+    } finally {
+      await relay.close();
+    }
+  });
+
   it('survives a forced overflow (ERROR 503 with a resume seq) with no gap and no duplicate', async () => {
     const relay = await TestRelay.start({ allowlist: [alice.publicHex, bob.publicHex], limits: { outbound_queue: 8 } });
     try {
