@@ -228,6 +228,9 @@ pub fn route(head: &RequestHead, state: &RelayState) -> Response {
             }
         }
         "/" if wants_json => json_response(config),
+        "/" if super::console::wants_console(head.header("accept")) => {
+            Response { status: 200, content_type: super::console::CONTENT_TYPE, body: super::console::HTML.to_owned() }
+        }
         "/" => text(200, "Axon relay (axon.v1). Connect with a WebSocket; GET /info for details.\n"),
         _ => text(404, "not found\n"),
     }

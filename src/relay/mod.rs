@@ -5,6 +5,7 @@ pub mod compact;
 pub mod config;
 pub mod connection;
 pub mod connections;
+pub mod console;
 pub mod fanout;
 pub mod health;
 pub mod http;

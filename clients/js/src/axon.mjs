@@ -220,41 +220,36 @@ function bytesToNumberLE(bytes) {
 }
 
 /**
- * Strict Ed25519 verification. Accepts only when all of these hold:
- *  - sig is 64 bytes, pubkey 32 bytes;
- *  - S (sig[32..64]) is canonical: S < L;
- *  - A (pubkey) and R (sig[0..32]) are canonical point encodings (y < p, and
- *    not x = 0 with the sign bit set) — noble's zip215:false decoding;
- *  - neither A nor R is of small order (in the 8-torsion subgroup);
- *  - the cofactorless equation holds exactly: encode([S]B − [k]A) == R bytes,
- *    with k = SHA-512(R || A || msg) mod L;
- *  - and noble's own RFC 8032 verify with zip215:false (cofactored equation,
- *    also rejecting small-order A) accepts.
- * This matches the "verify_strict" notion (reject small-order keys and R,
- * non-canonical S and non-canonical R) and is at least as strict as it.
+ * Ed25519 verification by the signature rule of spec §3 (amended 2026-12-01).
+ * With sig = R || S, a signature is valid if and only if:
+ *  1. S < ℓ (canonical scalar);
+ *  2. A (pubkey) and R are canonical point encodings (y < p; x = 0 with the sign
+ *     bit set is non-canonical) — noble's zip215:false decoding;
+ *  3. neither A nor R is of small order;
+ *  4. the cofactored equation [8]([S]B − R − [k]A) = identity holds, with
+ *     k = SHA-512(R || A || msg) mod ℓ over the received bytes.
+ * noble's `ed25519.verify(sig, msg, pub, {zip215: false})` checks 1, 2, small-order A
+ * and 4; the small-order check on R is added here. Signatures whose R carries a
+ * torsion component are valid (the cofactorless RFC 8032 check would reject them).
  */
-export function verifyStrict(sig, msg, pubkey) {
+export function verifySignature(sig, msg, pubkey) {
   try {
     if (!(sig instanceof Uint8Array) || sig.length !== 64) return false;
     if (!(pubkey instanceof Uint8Array) || pubkey.length !== 32) return false;
     if (!(msg instanceof Uint8Array)) return false;
-    const rBytes = sig.subarray(0, 32);
     const s = bytesToNumberLE(sig.subarray(32, 64));
-    if (s >= L) return false; // non-canonical S (malleability)
-    const A = Point.fromBytes(pubkey, false); // throws on non-canonical / off-curve
-    const R = Point.fromBytes(rBytes, false);
-    if (A.isSmallOrder() || R.isSmallOrder()) return false;
-    const k = bytesToNumberLE(sha512(concat([rBytes, pubkey, msg]))) % L;
-    const sB = s === 0n ? Point.ZERO : Point.BASE.multiply(s);
-    const kA = k === 0n ? Point.ZERO : A.multiply(k);
-    const expectedR = sB.subtract(kA);
-    if (!bytesEqual(expectedR.toBytes(), rBytes)) return false;
-    // Belt and braces: noble's strict RFC 8032 verification must agree.
-    return ed25519.verify(sig, msg, pubkey, { zip215: false }) === true;
+    if (s >= L) return false; // rule 1 (noble checks it too; explicit here)
+    const A = Point.fromBytes(pubkey, false); // rule 2: throws on non-canonical / off-curve
+    const R = Point.fromBytes(sig.subarray(0, 32), false);
+    if (A.isSmallOrder() || R.isSmallOrder()) return false; // rule 3
+    return ed25519.verify(sig, msg, pubkey, { zip215: false }) === true; // rule 4
   } catch {
     return false;
   }
 }
+
+/** The former name of {@link verifySignature}, kept for existing callers. */
+export const verifyStrict = verifySignature;
 
 // ---------------------------------------------------------------------------
 // Event creation and MessagePack encoding
@@ -638,8 +633,8 @@ export function validateEventOrThrow(bytes, limits = DEFAULT_LIMITS) {
     ]),
   );
   if (!bytesEqual(expected, raw.id)) throw invalid('id does not match the canonical payload');
-  // 5. strict signature verification over the id (400)
-  if (!verifyStrict(raw.sig, raw.id, raw.pubkey)) throw invalid('bad signature');
+  // 5. signature over the id by the rule of §3 (400)
+  if (!verifySignature(raw.sig, raw.id, raw.pubkey)) throw invalid('bad signature');
   return event;
 }
 

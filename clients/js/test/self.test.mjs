@@ -291,7 +291,7 @@ describe('validateEvent', () => {
     assert.equal(verifyStrict(goodSig, msg, ed25519.getPublicKey(SEED)), true);
   });
 
-  it('rejects a signature whose R carries a torsion component (cofactorless check)', () => {
+  it('accepts a signature whose R carries a torsion component (amended §3: cofactored equation)', () => {
     // sig' = (R + T, S) with T of order 8 still passes the cofactored equation.
     const pub = ed25519.getPublicKey(SEED);
     const msg = new Uint8Array(32).fill(9);
@@ -315,7 +315,7 @@ describe('validateEvent', () => {
       s >>= 8n;
     }
     assert.equal(ed25519.verify(sig, msg, pub, { zip215: false }), true, 'cofactored verify accepts');
-    assert.equal(verifyStrict(sig, msg, pub), false, 'strict verify rejects');
+    assert.equal(verifyStrict(sig, msg, pub), true, 'the amended rule accepts');
   });
 
   it('maps size violations to 413 (content) and 400 (everything else)', () => {
