@@ -61,11 +61,13 @@ function tryLoad(file) {
   }
 }
 
-// valid.json and invalid.json are required; any other *.json file in the directory
-// (e.g. signature-rule vectors added later) is checked too: a vector with a `code` is
-// an invalid one, any other a valid one.
+// valid.json and invalid.json are required; any other *.json file in the directory is
+// checked too: a vector with a `code` is an invalid one, one with a boolean `valid` a
+// signature-rule vector (signatures.json: pubkey, message, sig, valid, msgpack), any
+// other a valid one.
 const valid = tryLoad('valid.json');
 const invalid = tryLoad('invalid.json');
+const signatures = [];
 const extraFiles = readdirSync(vectorsDir)
   .filter((f) => f.endsWith('.json') && f !== 'valid.json' && f !== 'invalid.json')
   .sort();
@@ -78,6 +80,7 @@ for (const file of extraFiles) {
   for (const v of loaded.vectors) {
     const tagged = { ...v, name: `${file}: ${v.name}` };
     if (v.code !== undefined) (invalid.vectors ??= []).push(tagged);
+    else if (typeof v.valid === 'boolean') signatures.push(tagged);
     else (valid.vectors ??= []).push(tagged);
   }
 }
@@ -152,6 +155,28 @@ describe('invalid.json', () => {
       const res = validateEvent(hexToBytes(v.msgpack));
       assert.equal(res.ok, false, `validateEvent accepted an invalid vector (${v.description ?? ''})`);
       assert.equal(res.code, v.code, `expected ${v.code}, got ${res.code} (${res.message}); vector: ${v.description ?? ''}`);
+    });
+  }
+});
+
+describe('signature-rule vectors (spec §3 as amended)', () => {
+  it('are present', () => {
+    assert.ok(signatures.length >= 6, `expected the signature-rule vectors, found ${signatures.length}`);
+  });
+
+  for (const v of signatures) {
+    it(`${v.name} → ${v.valid ? 'valid' : 'invalid'}`, () => {
+      for (const k of ['pubkey', 'message', 'sig', 'msgpack']) assert.ok(isHex(v[k]), `${k} must be lowercase hex`);
+      const verdict = verifyStrict(hexToBytes(v.sig), hexToBytes(v.message), hexToBytes(v.pubkey));
+      assert.equal(verdict, v.valid, `the rule's verdict; vector: ${v.description ?? ''}`);
+      const res = validateEvent(hexToBytes(v.msgpack));
+      if (v.valid) {
+        assert.ok(res.ok, `validateEvent rejected a valid signature: ${res.code} ${res.message}`);
+        assert.equal(bytesToHex(res.event.sig), v.sig);
+      } else {
+        assert.equal(res.ok, false, 'validateEvent accepted an invalid signature');
+        assert.equal(res.code, 400);
+      }
     });
   }
 });
