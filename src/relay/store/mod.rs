@@ -1,8 +1,12 @@
 //! SQLite storage: one writer thread that commits in groups, and a pool of readers.
 
+#[path = "sqlite/checkpoint.rs"]
 mod checkpoint;
+#[path = "sqlite/query.rs"]
 mod query;
+#[path = "sqlite/schema.rs"]
 mod schema;
+#[path = "sqlite/writer.rs"]
 mod writer;
 
 use std::path::{Path, PathBuf};
