@@ -8,12 +8,12 @@ use bytes::Bytes;
 use ed25519_dalek::{Signer, SigningKey};
 use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
-use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::protocol::auth::auth_digest;
 use crate::protocol::frame::{Auth, ErrorMessage, EventMessage, Subscribe};
 use crate::protocol::{Event, EventId, Filter, Frame, PublicKey, RawEvent};
 
@@ -134,7 +134,7 @@ fn lock(routes: &Mutex<Routes>) -> MutexGuard<'_, Routes> {
 
 /// The AUTH signature (spec §7): Ed25519 over SHA-256(nonce || relay_url).
 pub fn auth_frame(key: &SigningKey, nonce: &[u8; 32], relay_url: &str) -> Frame {
-    let digest: [u8; 32] = Sha256::new().chain_update(nonce).chain_update(relay_url.as_bytes()).finalize().into();
+    let digest = auth_digest(nonce, relay_url);
     Frame::Auth(Auth { pubkey: key.verifying_key().to_bytes(), sig: key.sign(&digest).to_bytes() })
 }
 
@@ -278,6 +278,7 @@ async fn read_loop(
                         id: None,
                         sub_id: Some(sub_id.clone()),
                         seq: None,
+                        retry_after_ms: None,
                     }),
                 };
                 if let Some(sender) = lock(&routes).subscriptions.get(&sub_id) {

@@ -6,5 +6,6 @@
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod protocol;
 pub mod relay;

@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::clock::unix_now;
 use crate::protocol::frame::{encode_event_frame, encode_publish_frame};
 use crate::protocol::{Event, Frame, Limits};
-use crate::relay::unix_now;
 
 use super::gen::{content, cores, pseudo_id, random_keys, sign_all, standard_tags, Draft};
 use super::lean::raw_content;

@@ -14,9 +14,9 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{oneshot, watch};
 
 use crate::client::Client;
+use crate::clock::unix_now;
 use crate::protocol::frame::{EventMessage, Subscribe};
 use crate::protocol::{Filter, Frame, TagFilter};
-use crate::relay::unix_now;
 
 use super::gen::{content, content_head, prepare_all, pseudo_id, run_nonce, standard_tags, Draft, Prepared};
 use super::lean::{raw_content, LeanConn};

@@ -7,7 +7,7 @@ use std::time::Instant;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::client::{Client, ClientError};
-use crate::relay::unix_now;
+use crate::clock::unix_now;
 
 use super::gen::{content, prepare_all, pseudo_id, run_nonce, standard_tags, Draft, Prepared};
 use super::stats::{figure, rate, thousands, Latency, Metrics, Report};

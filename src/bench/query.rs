@@ -15,10 +15,10 @@ use ed25519_dalek::SigningKey;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::client::Client;
+use crate::clock::unix_now;
 use crate::protocol::frame::Subscribe;
 use crate::protocol::{Event, EventId, Filter, Frame, TagFilter};
 use crate::relay::store::{Accepted, BatchStats, CommitHook, Committed, Store};
-use crate::relay::unix_now;
 
 use super::gen::{content, pseudo_id, run_nonce, sign_all, standard_tags, Draft, Prepared};
 use super::lean::LeanConn;
@@ -143,7 +143,8 @@ async fn prefill_store(
     params: &QueryParams,
     prefix: &str,
 ) -> BenchResult<()> {
-    let store = Store::open(db, Box::new(NoHook)).map_err(|error| format!("cannot open {}: {error}", db.display()))?;
+    let store =
+        Store::open_sqlite(db, Box::new(NoHook)).map_err(|error| format!("cannot open {}: {error}", db.display()))?;
     let mut start = 0;
     while start < params.prefill {
         let end = (start + CHUNK).min(params.prefill);

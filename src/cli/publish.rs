@@ -11,10 +11,10 @@ use ed25519_dalek::SigningKey;
 use super::tools::{parse_duration, parse_pubkey, parse_tag, publish_error_message, ConnectArgs, Output, ToolError};
 use super::CliResult;
 use crate::client::{Client, ClientError, SubItem};
+use crate::clock::unix_now;
 use crate::protocol::kind::{KIND_ALLOW, KIND_REVOKE};
 use crate::protocol::tags::{parse_p_value, EXPIRES_AT, P};
 use crate::protocol::{Event, Filter, PublicKey, Tag};
-use crate::relay::unix_now;
 
 /// Arguments of `axon publish`.
 #[derive(Args)]

@@ -245,7 +245,7 @@ pub fn parse_time(text: &str) -> Result<i64, String> {
     }
     let ago = parse_duration(text)
         .map_err(|_| format!("{text:?} is neither unix seconds nor a duration ago like 30m, 2h, 1d"))?;
-    Ok(crate::relay::unix_now().saturating_sub(ago.as_secs()) as i64)
+    Ok(crate::clock::unix_now().saturating_sub(ago.as_secs()) as i64)
 }
 
 /// Parses `--tag name=value` (split at the first '='); `name` alone is a value-less tag.
@@ -359,7 +359,7 @@ mod tests {
     #[test]
     fn times() {
         assert_eq!(parse_time("1700000000"), Ok(1_700_000_000));
-        let now = crate::relay::unix_now() as i64;
+        let now = crate::clock::unix_now() as i64;
         let ago = parse_time("1h").expect("1h");
         assert!((now - 3600 - ago).abs() <= 1);
         assert!(parse_time("yesterday").is_err());

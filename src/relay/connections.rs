@@ -7,10 +7,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use super::fanout::ConnId;
 use super::outbound::{OutFrame, Outbound};
+use crate::protocol::close;
 use crate::protocol::frame::{ErrorMessage, Frame};
-use crate::protocol::PublicKey;
+use crate::protocol::{ErrorCode, ProtocolError, PublicKey};
+
+/// Identifies one connection.
+pub type ConnId = u64;
 
 struct Entry {
     ip: IpAddr,
@@ -97,15 +100,10 @@ impl Connections {
         }
         for entry in self.lock().values() {
             if entry.pubkey.is_some_and(|key| keys.contains(&key)) {
-                let error = ErrorMessage {
-                    code: 403,
-                    message: "restricted: this key was revoked".into(),
-                    id: None,
-                    sub_id: None,
-                    seq: None,
-                };
+                let error = ProtocolError::new(ErrorCode::Restricted, "this key was revoked");
+                let error = ErrorMessage::from_error(&error, None);
                 entry.outbound.push_always(OutFrame::Binary(Frame::Error(error).encode()));
-                entry.outbound.push_always(OutFrame::Close(1008, "revoked".into()));
+                entry.outbound.push_always(OutFrame::Close(close::POLICY, "revoked".into()));
                 entry.kick.notify_one();
             }
         }

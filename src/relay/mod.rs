@@ -11,13 +11,16 @@ pub mod keys;
 pub mod metrics;
 pub mod outbound;
 pub mod rate;
+pub mod reply;
+pub mod retry;
+pub mod rewind;
 pub mod server;
 pub mod store;
+pub mod subscriptions;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
@@ -120,10 +123,7 @@ impl RelayState {
     }
 }
 
-/// Current unix time in seconds.
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_secs()).unwrap_or(0)
-}
+pub use crate::clock::unix_now;
 
 /// Runs after each commit on the writer thread: admin changes, revokes, fan-out.
 struct RelayHook {
@@ -202,7 +202,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
         connections: connections.clone(),
         metrics: metrics.clone(),
     };
-    let store = Store::open(&config.db, Box::new(hook))?;
+    let store = Store::open_sqlite(&config.db, Box::new(hook))?;
     replay_admin_log(&store, &access)?;
     fanout.set_fanned_through(store.last_seq()?);
     let addr = config.addr.clone();

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::relay::unix_now;
+use crate::clock::unix_now;
 
 use super::fanout::{
     await_deliveries, on_own_thread, scheduled_publisher, FanoutParams, PubOutcome, Shared, SubOutcome,
