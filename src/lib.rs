@@ -9,3 +9,4 @@ pub mod client;
 pub mod clock;
 pub mod protocol;
 pub mod relay;
+pub mod sync;

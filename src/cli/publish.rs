@@ -1,6 +1,5 @@
 //! `axon publish`, and the admin commands `axon allow`, `axon revoke`, `axon allowlist`.
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,8 +11,9 @@ use super::tools::{parse_duration, parse_pubkey, parse_tag, publish_error_messag
 use super::CliResult;
 use crate::client::{Client, ClientError, SubItem};
 use crate::clock::unix_now;
+use crate::protocol::admin::AllowLog;
 use crate::protocol::kind::{KIND_ALLOW, KIND_REVOKE};
-use crate::protocol::tags::{parse_p_value, EXPIRES_AT, P};
+use crate::protocol::tags::{EXPIRES_AT, P};
 use crate::protocol::{Event, Filter, PublicKey, Tag};
 
 /// Arguments of `axon publish`.
@@ -131,7 +131,7 @@ pub async fn publish(args: PublishArgs) -> CliResult {
                 None => format!("{id} -"),
             }
         }
-        Err(ClientError::Rejected { code, message }) => {
+        Err(ClientError::Rejected { code, message, .. }) => {
             return Err(format!("event {id} not published: {}", publish_error_message(code, &message)).into())
         }
         Err(ClientError::Closed) => {
@@ -172,7 +172,7 @@ pub async fn admin(args: AdminArgs, allow: bool) -> CliResult {
     let client = args.connect.connect(&key).await?;
     let seq = match publish_event(&client, &event).await {
         Ok(Published::New(seq) | Published::Duplicate(seq)) => seq,
-        Err(ClientError::Rejected { code: 403, message }) => {
+        Err(ClientError::Rejected { code: 403, message, .. }) => {
             return Err(format!(
                 "this key ({}) is not an admin: only keys listed under `admins` in relay.yaml can allow or revoke \
                  keys (403: {message})",
@@ -180,14 +180,14 @@ pub async fn admin(args: AdminArgs, allow: bool) -> CliResult {
             )
             .into())
         }
-        Err(ClientError::Rejected { code: 409, message }) => {
+        Err(ClientError::Rejected { code: 409, message, .. }) => {
             return Err(format!(
                 "nothing {verb}: {message} (keys in relay.yaml are always allowed; remove them from relay.yaml \
                  and send the relay SIGHUP instead)"
             )
             .into())
         }
-        Err(ClientError::Rejected { code, message }) => {
+        Err(ClientError::Rejected { code, message, .. }) => {
             return Err(format!("nothing {verb}: {}", publish_error_message(code, &message)).into())
         }
         Err(ClientError::Closed) => return Err("the relay closed the connection before answering".into()),
@@ -252,25 +252,14 @@ async fn admin_log(client: &Client) -> Result<Vec<AdminEntry>, ToolError> {
     Ok(entries)
 }
 
-/// Replays the log: ALLOW adds, REVOKE removes. Returns the keys still allowed, in the
-/// order they were allowed (by seq, then by position in the event).
+/// Replays the log ([`AllowLog`], as the relay does). Returns the keys still allowed, in
+/// the order they were allowed (by seq, then by position in the event).
 fn effective_allowlist(entries: &[AdminEntry]) -> Vec<PublicKey> {
-    let mut allowed: BTreeMap<PublicKey, (u64, usize)> = BTreeMap::new();
-    for entry in entries {
-        let keys = entry.event.tag_values(P).filter_map(parse_p_value);
-        if entry.event.kind == KIND_ALLOW {
-            for (position, key) in keys.enumerate() {
-                allowed.entry(key).or_insert((entry.seq, position));
-            }
-        } else if entry.event.kind == KIND_REVOKE {
-            for key in keys {
-                allowed.remove(&key);
-            }
-        }
+    let mut log = AllowLog::default();
+    for (event, error) in log.replay(entries.iter().map(|entry| &entry.event)) {
+        eprintln!("note: admin event {} skipped: {error}", hex::encode(event.id));
     }
-    let mut keys: Vec<((u64, usize), PublicKey)> = allowed.into_iter().map(|(key, order)| (order, key)).collect();
-    keys.sort();
-    keys.into_iter().map(|(_, key)| key).collect()
+    log.keys()
 }
 
 /// `axon allowlist`.

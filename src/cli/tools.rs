@@ -168,16 +168,18 @@ impl ConnectArgs {
             ClientError::Connect { url, reason } => {
                 format!("cannot connect to {url}: {reason} (is the relay running? set --url or AXON_URL)")
             }
-            ClientError::Rejected { code: 401, message } => format!(
+            ClientError::Rejected { code: 401, message, .. } => format!(
                 "authentication failed (401: {message}): the relay did not accept the AUTH signature; \
                  --relay-url must be exactly the relay's configured relay_url (signed: {:?})",
                 self.relay_url()
             ),
-            ClientError::Rejected { code: 403, message } => format!(
+            ClientError::Rejected { code: 403, message, .. } => format!(
                 "this key ({pubkey}) is not allowed to connect: it is neither an admin nor on the relay's \
                  allowlist (403: {message})"
             ),
-            ClientError::Rejected { code, message } => format!("the relay refused the connection: {code} {message}"),
+            ClientError::Rejected { code, message, .. } => {
+                format!("the relay refused the connection: {code} {message}")
+            }
             ClientError::Closed => format!("{} closed the connection during the handshake", self.url),
             ClientError::Protocol(reason) => format!("{} does not speak Axon: {reason}", self.url),
         }
@@ -204,7 +206,7 @@ pub fn publish_error_message(code: u16, message: &str) -> String {
 /// Turns an error from a request on an open connection into a message.
 pub fn request_error(error: ClientError) -> ToolError {
     match error {
-        ClientError::Rejected { code, message } => publish_error_message(code, &message).into(),
+        ClientError::Rejected { code, message, .. } => publish_error_message(code, &message).into(),
         ClientError::Closed => "the relay closed the connection before answering".into(),
         other => other.to_string().into(),
     }

@@ -26,6 +26,19 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in numeric order.
+    pub const ALL: [ErrorCode; 9] = [
+        ErrorCode::Invalid,
+        ErrorCode::AuthRequired,
+        ErrorCode::Restricted,
+        ErrorCode::Duplicate,
+        ErrorCode::Expired,
+        ErrorCode::TooLarge,
+        ErrorCode::RateLimited,
+        ErrorCode::Internal,
+        ErrorCode::Unavailable,
+    ];
+
     /// The numeric code carried on the wire.
     pub fn as_u16(self) -> u16 {
         match self {

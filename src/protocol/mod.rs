@@ -1,6 +1,7 @@
 //! The Axon v1 protocol core: everything an independent client must agree on byte for
 //! byte. Pure: no sockets, no files, no clocks.
 
+pub mod admin;
 pub mod auth;
 pub mod close;
 pub mod dm;

@@ -335,7 +335,7 @@ impl Session {
             Publisher { key: self.viewer.pubkey, limiter: &self.state.publish_rate, keys: &self.state.author_keys };
         match admit(raw, &self.state.access, &config.limits, &publisher, unix_now()) {
             Err(Rejection { error, id }) => {
-                self.state.metrics.rejected(error.code.as_u16());
+                self.state.metrics.rejected(error.code);
                 self.outbound.push(error_frame(&error, id)).await;
             }
             Ok(Admitted::Ephemeral(accepted)) => {
@@ -361,7 +361,7 @@ impl Session {
                         }
                         Err(error) => {
                             let error = store_error(&error);
-                            metrics.rejected(error.code.as_u16());
+                            metrics.rejected(error.code);
                             error_frame(&error, Some(id))
                         }
                     }

@@ -30,10 +30,7 @@ pub struct Connections {
 
 impl Connections {
     fn lock(&self) -> MutexGuard<'_, HashMap<ConnId, Entry>> {
-        match self.entries.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::sync::lock(&self.entries)
     }
 
     /// Registers a connection unless `max` are already open; returns its kick signal.

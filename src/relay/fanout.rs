@@ -222,10 +222,7 @@ impl Fanout {
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
-        match self.registry.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::sync::lock(&self.registry)
     }
 
     /// Sets the highest committed seq at startup.

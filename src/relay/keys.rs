@@ -35,10 +35,7 @@ impl KeyCache {
     }
 
     fn with_keys<T>(&self, work: impl FnOnce(&mut HashMap<PublicKey, VerifyingKey>) -> T) -> T {
-        match self.keys.lock() {
-            Ok(mut keys) => work(&mut keys),
-            Err(poisoned) => work(&mut poisoned.into_inner()),
-        }
+        work(&mut crate::sync::lock(&self.keys))
     }
 
     /// Strict verification of the event's signature over its id (same rules as

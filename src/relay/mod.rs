@@ -17,6 +17,8 @@ pub mod rewind;
 pub mod server;
 pub mod store;
 pub mod subscriptions;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -80,10 +82,7 @@ pub struct RelayState {
 impl RelayState {
     /// The configuration in force.
     pub fn config(&self) -> Arc<RelayConfig> {
-        match self.config.read() {
-            Ok(config) => config.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        crate::sync::read(&self.config).clone()
     }
 
     /// A fresh connection id.
@@ -109,10 +108,7 @@ impl RelayState {
             }
         }
         self.access.set_static(config.admin_keys()?, config.allowlist_keys()?);
-        match self.config.write() {
-            Ok(mut slot) => *slot = Arc::new(config),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(config),
-        }
+        *crate::sync::write(&self.config) = Arc::new(config);
         self.connections.kick_disallowed(|key| self.access.is_allowed(key));
         Ok(())
     }

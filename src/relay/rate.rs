@@ -42,10 +42,7 @@ impl<K: Hash + Eq + Copy> RateLimiter<K> {
         }
         let capacity = if burst == 0 { per_second } else { burst } as f64;
         let rate = per_second as f64;
-        let mut buckets = match self.buckets.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut buckets = crate::sync::lock(&self.buckets);
         if buckets.len() >= SWEEP_AT {
             buckets
                 .retain(|_, bucket| bucket.tokens + rate * now.duration_since(bucket.updated).as_secs_f64() < capacity);

@@ -154,3 +154,33 @@ impl EventStore for SqliteStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_database_is_told_apart_from_other_failures() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let connection = open_connection(&dir.path().join("full.db")).expect("open");
+        connection.execute_batch("CREATE TABLE filler (data BLOB); PRAGMA max_page_count = 8;").expect("setup");
+        let full = (0..64)
+            .map(|_| connection.execute("INSERT INTO filler VALUES (zeroblob(4096))", []))
+            .find_map(Result::err)
+            .expect("the size limit is reached");
+        assert!(matches!(StoreError::from(full), StoreError::Full(_)));
+        let other = connection.execute("INSERT INTO missing VALUES (1)", []).expect_err("no such table");
+        assert!(matches!(StoreError::from(other), StoreError::Storage(_)));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_corrupt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("garbage.db");
+        std::fs::write(&path, vec![0x5a; 8192]).expect("write");
+        let error = open_connection(&path)
+            .and_then(|connection| Ok(connection.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?))
+            .expect_err("not a database");
+        assert!(matches!(error, StoreError::Corrupt(_)), "{error:?}");
+    }
+}
