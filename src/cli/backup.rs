@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::CliResult;
+use super::{CliError, CliResult};
 use crate::relay::config::RelayConfig;
 use crate::relay::store::sqlite::backup_file;
 use crate::relay::store::BackupProgress;
@@ -33,9 +33,7 @@ pub struct BackupArgs {
     pub force: bool,
 }
 
-type BackupError = Box<dyn std::error::Error + Send + Sync>;
-
-fn source_path(args: &BackupArgs) -> Result<PathBuf, BackupError> {
+fn source_path(args: &BackupArgs) -> Result<PathBuf, CliError> {
     if let Some(db) = &args.db {
         return Ok(db.clone());
     }
@@ -115,7 +113,7 @@ pub fn backup(args: BackupArgs) -> CliResult {
         args.file.display(),
         started.elapsed().as_secs_f64()
     );
-    let mut out = super::tools::Output::new(true);
+    let mut out = super::common::Output::new(true);
     match out.line(&line) {
         Ok(()) => Ok(()),
         Err(error) => error.into_result(),

@@ -11,7 +11,7 @@ use clap::Args;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::tools::{ConnectArgs, Output, REPLY_TIMEOUT};
+use super::common::{ConnectArgs, Output, REPLY_TIMEOUT};
 use super::CliResult;
 use crate::client::{retry_delay, Client, ClientError};
 use crate::protocol::event::decode_and_validate;

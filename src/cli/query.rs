@@ -11,10 +11,8 @@ use base64::Engine;
 use clap::Args;
 use serde::Serialize;
 
-use super::tools::{
-    parse_hex_prefix, parse_tag, parse_time, ConnectArgs, Output, OutputError, ToolError, REPLY_TIMEOUT,
-};
-use super::CliResult;
+use super::common::{parse_hex_prefix, parse_tag, parse_time, ConnectArgs, Output, OutputError, REPLY_TIMEOUT};
+use super::{CliError, CliResult};
 use crate::client::{retry_delay, Client, ClientError, SubItem, Subscription};
 use crate::protocol::frame::ErrorMessage;
 use crate::protocol::{Event, Filter, TagFilter};
@@ -163,7 +161,7 @@ enum ReqError {
     /// Writing the output failed (or its reader went away).
     Output(OutputError),
     /// Anything else.
-    Failed(ToolError),
+    Failed(CliError),
 }
 
 impl From<OutputError> for ReqError {
@@ -172,8 +170,8 @@ impl From<OutputError> for ReqError {
     }
 }
 
-impl From<ToolError> for ReqError {
-    fn from(error: ToolError) -> Self {
+impl From<CliError> for ReqError {
+    fn from(error: CliError) -> Self {
         ReqError::Failed(error)
     }
 }
@@ -466,7 +464,7 @@ pub async fn export(args: ExportArgs) -> CliResult {
         .await
         .map_err(|_| "the relay closed the connection")?;
     let (mut count, mut bytes, mut last_seq) = (0u64, 0u64, 0u64);
-    let write_failed = |error: std::io::Error| -> ToolError {
+    let write_failed = |error: std::io::Error| -> CliError {
         match &args.out {
             Some(path) => format!("cannot write {}: {error}", path.display()).into(),
             None if error.kind() == std::io::ErrorKind::BrokenPipe => "standard output was closed".into(),

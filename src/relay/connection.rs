@@ -149,7 +149,7 @@ async fn authenticate(reader: &mut Reader, state: &RelayState, outbound: &Outbou
 }
 
 enum AuthFailure {
-    /// Send this ERROR, then close 1008.
+    /// Send this ERROR, then close [`close::POLICY`].
     Error(ProtocolError),
     /// Close with this code, no ERROR.
     Close(u16, &'static str),
@@ -226,7 +226,7 @@ enum Ending {
     Gone,
     /// Already handled (close queued).
     Closed,
-    /// Shutdown: finish in-flight publishes, then close 1001.
+    /// Shutdown: finish in-flight publishes, then close [`close::GOING_AWAY`].
     Shutdown,
 }
 

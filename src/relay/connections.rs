@@ -84,13 +84,13 @@ impl Connections {
         self.len() == 0
     }
 
-    /// Closes (403, 1008) every connection whose key `still_allowed` rejects.
+    /// Closes (403, then a policy close) every connection whose key `still_allowed` rejects.
     pub fn kick_disallowed(&self, still_allowed: impl Fn(&PublicKey) -> bool) {
         let disallowed: Vec<PublicKey> = self.keys().into_iter().filter(|key| !still_allowed(key)).collect();
         self.kick(&disallowed);
     }
 
-    /// Sends ERROR 403 and close 1008 to every connection authenticated as one of `keys`.
+    /// Sends ERROR 403 and a policy close ([`close::POLICY`]) to every connection authenticated as one of `keys`.
     pub fn kick(&self, keys: &[PublicKey]) {
         if keys.is_empty() {
             return;

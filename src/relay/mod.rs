@@ -166,7 +166,7 @@ impl RelayHandle {
     }
 
     /// Applies a new configuration (SIGHUP): admins, allowlist, limits and retention take
-    /// effect at once; connections of keys no longer allowed are closed (403, 1008), all
+    /// effect at once; connections of keys no longer allowed are closed (403, then a policy close), all
     /// others stay. `addr` and `db` cannot change while running: a change is refused.
     pub fn reload(&self, config: RelayConfig) -> Result<(), ConfigError> {
         self.state.reload(config)
