@@ -3,17 +3,18 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use ed25519_dalek::{Signer, SigningKey};
 use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
-use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::protocol::auth::auth_digest;
 use crate::protocol::frame::{Auth, ErrorMessage, EventMessage, Subscribe};
 use crate::protocol::{Event, EventId, Filter, Frame, PublicKey, RawEvent};
 
@@ -37,6 +38,8 @@ pub enum ClientError {
         code: u16,
         /// The relay's message.
         message: String,
+        /// The relay's retry hint (spec §15), if it gave one.
+        retry_after_ms: Option<u64>,
     },
     /// The connection closed before an answer arrived.
     #[error("connection closed")]
@@ -54,11 +57,19 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// The relay's retry hint (spec §15), if this is a rejection that carried one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ClientError::Rejected { retry_after_ms, .. } => retry_after_ms.map(Duration::from_millis),
+            _ => None,
+        }
+    }
 }
 
 impl From<ErrorMessage> for ClientError {
     fn from(error: ErrorMessage) -> Self {
-        ClientError::Rejected { code: error.code, message: error.message }
+        ClientError::Rejected { code: error.code, message: error.message, retry_after_ms: error.retry_after_ms }
     }
 }
 
@@ -126,15 +137,12 @@ impl Subscription {
 }
 
 fn lock(routes: &Mutex<Routes>) -> MutexGuard<'_, Routes> {
-    match routes.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
+    crate::sync::lock(routes)
 }
 
 /// The AUTH signature (spec §7): Ed25519 over SHA-256(nonce || relay_url).
 pub fn auth_frame(key: &SigningKey, nonce: &[u8; 32], relay_url: &str) -> Frame {
-    let digest: [u8; 32] = Sha256::new().chain_update(nonce).chain_update(relay_url.as_bytes()).finalize().into();
+    let digest = auth_digest(nonce, relay_url);
     Frame::Auth(Auth { pubkey: key.verifying_key().to_bytes(), sig: key.sign(&digest).to_bytes() })
 }
 
@@ -168,6 +176,8 @@ impl Client {
         let (mut sink, mut reader) = socket.split();
         let nonce = match next_frame(&mut reader).await? {
             Frame::Challenge { nonce } => nonce,
+            // Refused before the handshake (connection cap: 503 with a retry hint).
+            Frame::Error(error) => return Err(error.into()),
             other => {
                 return Err(ClientError::Protocol(format!("expected CHALLENGE, got frame type {}", other.frame_type())))
             }
@@ -278,6 +288,7 @@ async fn read_loop(
                         id: None,
                         sub_id: Some(sub_id.clone()),
                         seq: None,
+                        retry_after_ms: None,
                     }),
                 };
                 if let Some(sender) = lock(&routes).subscriptions.get(&sub_id) {
@@ -316,4 +327,15 @@ fn route_error(routes: &Mutex<Routes>, errors: &mpsc::UnboundedSender<ErrorMessa
         return;
     }
     let _ = errors.send(error);
+}
+
+/// How long to wait before retrying (spec §15): the relay's hint when it gave one (the
+/// earliest moment a retry can succeed), else `backoff` with up to ±25 % jitter so that
+/// many clients refused together do not come back together.
+pub fn retry_delay(hint: Option<Duration>, backoff: Duration) -> Duration {
+    if let Some(hint) = hint {
+        return hint;
+    }
+    let spread = rand::random::<f64>() * 0.5 + 0.75;
+    backoff.mul_f64(spread)
 }

@@ -1,18 +1,23 @@
 //! Property test: for random events and random filters, the reference matcher, the SQLite
-//! query path and the live fan-out index select exactly the same events.
+//! query path and the live fan-out index select exactly the same events — visibility
+//! included (spec §9.3): the events include direct messages and admin kinds, and the
+//! subscriber is a random one of an admin and two plain keys.
 
 mod common;
 
 use std::collections::BTreeSet;
 
 use axon_relay::client::SubItem;
-use axon_relay::protocol::{matches, Event, Filter, Tag, TagFilter};
+use axon_relay::protocol::{matches, visible, Event, Filter, Tag, TagFilter, Viewer};
 use common::*;
 use ed25519_dalek::SigningKey;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-const KINDS: [u16; 4] = [1, 1000, 1001, 7000];
+/// Plain kinds, a direct-message kind (2000) and an admin kind without effect (9002).
+const KINDS: [u16; 6] = [1, 1000, 1001, 2000, 7000, 9002];
+/// Index of the admin in [`authors`].
+const ADMIN: usize = 2;
 /// Not in KINDS: only the marker has it.
 const MARKER_KIND: u16 = 4321;
 const TAG_NAMES: [&str; 3] = ["t", "e", "x"];
@@ -29,6 +34,8 @@ struct EventSpec {
     kind: u16,
     created_at: u64,
     tags: Vec<(usize, Vec<usize>)>,
+    /// A `p` tag naming this author, if any (DM recipients).
+    p: Option<usize>,
 }
 
 fn event_spec() -> impl Strategy<Value = EventSpec> {
@@ -37,16 +44,24 @@ fn event_spec() -> impl Strategy<Value = EventSpec> {
         prop::sample::select(KINDS.to_vec()),
         1_000u64..1_010,
         prop::collection::vec((0..3usize, prop::collection::vec(0..4usize, 0..3)), 0..3),
+        prop::option::of(0..3usize),
     )
-        .prop_map(|(author, kind, created_at, tags)| EventSpec { author, kind, created_at, tags })
+        .prop_map(|(author, kind, created_at, tags, p)| EventSpec { author, kind, created_at, tags, p })
 }
 
 fn build(spec: &EventSpec, index: usize) -> Option<Event> {
-    let tags: Vec<Tag> = spec
+    // Only admins author admin kinds (anything else is refused with 403).
+    if spec.kind == 9002 && spec.author != ADMIN {
+        return None;
+    }
+    let mut tags: Vec<Tag> = spec
         .tags
         .iter()
         .map(|(name, values)| Tag::new(TAG_NAMES[*name], values.iter().map(|value| TAG_VALUES[*value])))
         .collect();
+    if let Some(recipient) = spec.p {
+        tags.push(Tag::new("p", [hex_of(&authors()[recipient])]));
+    }
     // Duplicate tags make an invalid event: skip those specs.
     Event::sign(&authors()[spec.author], spec.created_at, spec.kind, format!("{index}").into_bytes(), tags).ok()
 }
@@ -85,9 +100,12 @@ fn filter_strategy() -> impl Strategy<Value = Filter> {
         })
 }
 
-async fn check(specs: Vec<EventSpec>, filters: Vec<Filter>) -> Result<(), TestCaseError> {
+async fn check(specs: Vec<EventSpec>, filters: Vec<Filter>, reader: usize) -> Result<(), TestCaseError> {
     let relay = TestRelay::start_with(|config| config.limits.max_limit = 10_000).await;
-    let client = relay.connect(&admin()).await;
+    let reader_key = &authors()[reader];
+    let client = relay.connect(reader_key).await;
+    let viewer = Viewer { pubkey: reader_key.verifying_key().to_bytes(), is_admin: reader == ADMIN };
+    let seen = |filter: &Filter, event: &Event| matches(filter, event) && visible(&viewer, event);
     // Live subscriptions first, one per filter, each also matching a final marker event so
     // everything it received can be read up to the marker.
     let marker_filter = Filter { kinds: Some(vec![MARKER_KIND]), limit: Some(0), ..Filter::default() };
@@ -105,8 +123,7 @@ async fn check(specs: Vec<EventSpec>, filters: Vec<Filter>) -> Result<(), TestCa
     let marker = event(&admin(), MARKER_KIND, "marker", vec![]);
     client.publish(&marker).await.expect("publish");
     for (index, filter) in filters.iter().enumerate() {
-        let reference: BTreeSet<_> =
-            events.iter().filter(|event| matches(filter, event)).map(|event| event.id).collect();
+        let reference: BTreeSet<_> = events.iter().filter(|event| seen(filter, event)).map(|event| event.id).collect();
         let mut stored = client.subscribe(&format!("stored{index}"), vec![filter.clone()], None).await.expect("sub");
         let from_sql: BTreeSet<_> =
             stored.stored().await.expect("stored").into_iter().map(|(event, _)| event.id).collect();
@@ -115,7 +132,7 @@ async fn check(specs: Vec<EventSpec>, filters: Vec<Filter>) -> Result<(), TestCa
             .iter()
             .chain(std::iter::once(&marker))
             .enumerate()
-            .filter(|(_, event)| matches(filter, event))
+            .filter(|(_, event)| seen(filter, event))
             .map(|(order, event)| (event.created_at, order, event.id))
             .collect();
         newest.sort_by_key(|(created_at, order, _)| std::cmp::Reverse((*created_at, *order)));
@@ -139,6 +156,9 @@ async fn check(specs: Vec<EventSpec>, filters: Vec<Filter>) -> Result<(), TestCa
 fn reference_sql_and_fanout_agree() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let mut runner = TestRunner::new(Config { cases: 64, ..Config::default() });
-    let strategy = (prop::collection::vec(event_spec(), 1..40), prop::collection::vec(filter_strategy(), 1..6));
-    runner.run(&strategy, |(specs, filters)| runtime.block_on(check(specs, filters))).expect("the three paths agree");
+    let strategy =
+        (prop::collection::vec(event_spec(), 1..40), prop::collection::vec(filter_strategy(), 1..6), 0..3usize);
+    runner
+        .run(&strategy, |(specs, filters, reader)| runtime.block_on(check(specs, filters, reader)))
+        .expect("the three paths agree");
 }

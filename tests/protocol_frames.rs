@@ -165,14 +165,16 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
             ".{0,20}",
             proptest::option::of(any::<[u8; 32]>()),
             proptest::option::of(arb_sub_id()),
+            proptest::option::of(any::<u64>()),
             proptest::option::of(any::<u64>())
         )
-            .prop_map(|(code, message, id, sub_id, seq)| Frame::Error(ErrorMessage {
+            .prop_map(|(code, message, id, sub_id, seq, retry_after_ms)| Frame::Error(ErrorMessage {
                 code,
                 message,
                 id,
                 sub_id,
-                seq
+                seq,
+                retry_after_ms
             })),
     ]
 }

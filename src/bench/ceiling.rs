@@ -5,14 +5,14 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::clock::unix_now;
 use crate::protocol::frame::{encode_event_frame, encode_publish_frame};
 use crate::protocol::{Event, Frame, Limits};
-use crate::relay::unix_now;
 
 use super::gen::{content, cores, pseudo_id, random_keys, sign_all, standard_tags, Draft};
 use super::lean::raw_content;
 use super::stats::{rate, thousands, Metrics, Report};
-use super::BenchResult;
+use super::CliResult;
 
 /// The shape of a ceiling run.
 #[derive(Debug, Clone)]
@@ -38,7 +38,7 @@ pub fn summarize(metrics: &Metrics) -> String {
     )
 }
 
-fn decode_and_verify(frame: &Bytes, limits: &Limits) -> BenchResult<()> {
+fn decode_and_verify(frame: &Bytes, limits: &Limits) -> CliResult<()> {
     match Frame::decode(frame)? {
         Frame::Publish { event } => {
             event.decode()?.validate(limits)?;
@@ -49,7 +49,7 @@ fn decode_and_verify(frame: &Bytes, limits: &Limits) -> BenchResult<()> {
 }
 
 /// One ceiling run.
-pub fn run(params: &CeilingParams) -> BenchResult<Report> {
+pub fn run(params: &CeilingParams) -> CliResult<Report> {
     let count = params.events.max(1);
     let keys = random_keys(4);
     let now = unix_now();
@@ -92,7 +92,7 @@ pub fn run(params: &CeilingParams) -> BenchResult<Report> {
     let verified = rate(count as u64, started.elapsed());
     let started = Instant::now();
     let chunk = count.div_ceil(threads).max(1);
-    let results: Vec<BenchResult<()>> = std::thread::scope(|scope| {
+    let results: Vec<CliResult<()>> = std::thread::scope(|scope| {
         let handles: Vec<_> = frames
             .chunks(chunk)
             .map(|part| {
@@ -105,7 +105,7 @@ pub fn run(params: &CeilingParams) -> BenchResult<Report> {
             .map(|handle| handle.join().unwrap_or_else(|_| Err("a verifying thread panicked".into())))
             .collect()
     });
-    results.into_iter().collect::<BenchResult<Vec<()>>>()?;
+    results.into_iter().collect::<CliResult<Vec<()>>>()?;
     let verified_all = rate(count as u64, started.elapsed());
 
     // What a fan-out subscriber of the benchmark does per delivery: decode the EVENT frame

@@ -11,7 +11,7 @@ use crate::protocol::{Filter, TagFilter};
 use super::gen::run_nonce;
 use super::spawn::open_files_limit;
 use super::stats::{figure, rate, thousands, Latency, Metrics, Report};
-use super::{BenchResult, Target};
+use super::{CliResult, Target};
 
 /// The shape of a connections run.
 #[derive(Debug, Clone)]
@@ -57,7 +57,7 @@ pub fn capped_count(count: usize) -> usize {
 }
 
 /// One connections run against the Axon target.
-pub async fn run(target: &Target, params: &ConnectionsParams) -> BenchResult<Report> {
+pub async fn run(target: &Target, params: &ConnectionsParams) -> CliResult<Report> {
     let count = capped_count(params.count).max(1);
     let keys = target.keys(params.keys.max(1));
     let relay = target.start(&keys, &[("max_connections", count as u64 + 100)]).await?;

@@ -14,14 +14,14 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{oneshot, watch};
 
 use crate::client::Client;
+use crate::clock::unix_now;
 use crate::protocol::frame::{EventMessage, Subscribe};
-use crate::protocol::{Filter, Frame, TagFilter};
-use crate::relay::unix_now;
+use crate::protocol::{ErrorCode, Filter, Frame, TagFilter};
 
 use super::gen::{content, content_head, prepare_all, pseudo_id, run_nonce, standard_tags, Draft, Prepared};
 use super::lean::{raw_content, LeanConn};
 use super::stats::{figure, ms, rate, thousands, Latency, Metrics, Report};
-use super::{BenchResult, Target};
+use super::{CliResult, Target};
 
 /// The shape of a fan-out run (shared with the Nostr side).
 #[derive(Debug, Clone)]
@@ -145,11 +145,11 @@ pub struct PubOutcome {
 
 /// Runs `work` on a thread of its own with a single-threaded runtime, so publishers keep
 /// their schedule while the benchmark's other threads are busy receiving.
-pub async fn on_own_thread<T, F, Fut>(work: F) -> BenchResult<T>
+pub async fn on_own_thread<T, F, Fut>(work: F) -> CliResult<T>
 where
     T: Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = BenchResult<T>>,
+    Fut: std::future::Future<Output = CliResult<T>>,
 {
     let (sender, receiver) = oneshot::channel();
     std::thread::Builder::new()
@@ -184,7 +184,7 @@ async fn subscriber(
     sub_ids: Vec<String>,
     filter: Filter,
     shared: Arc<Shared>,
-    ready: oneshot::Sender<BenchResult<()>>,
+    ready: oneshot::Sender<CliResult<()>>,
     mut stop: watch::Receiver<bool>,
 ) -> SubOutcome {
     let mut outcome = SubOutcome::default();
@@ -209,7 +209,7 @@ async fn subscriber(
                 None => return Err("connection closed during SUBSCRIBE".into()),
             }
         }
-        BenchResult::Ok(())
+        CliResult::Ok(())
     };
     let result = setup.await;
     let failed = result.is_err();
@@ -231,7 +231,7 @@ async fn subscriber(
                 outcome.deliveries += 1;
                 outcome.last_delivery = shared.now_ns();
             }
-            Ok(Some(Frame::Error(error))) if error.code == 503 => outcome.overflows += 1,
+            Ok(Some(Frame::Error(error))) if error.code == ErrorCode::Unavailable.as_u16() => outcome.overflows += 1,
             Ok(Some(Frame::Error(error))) => outcome.errors.push(format!("{} {}", error.code, error.message)),
             Ok(Some(_)) => {}
             Ok(None) => break,
@@ -400,7 +400,7 @@ pub fn report(params: &FanoutParams, shared: &Shared, subs: Vec<SubOutcome>, pub
 }
 
 /// One fan-out run against the Axon target.
-pub async fn run(target: &Target, params: &FanoutParams) -> BenchResult<Report> {
+pub async fn run(target: &Target, params: &FanoutParams) -> CliResult<Report> {
     let publishers = params.publishers.max(1);
     let keys = target.keys(publishers + 1);
     let subscriber_key = keys[publishers].clone();

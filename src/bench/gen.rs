@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use crate::protocol::{Event, EventId, RawEvent, Tag};
 
-use super::BenchResult;
+use super::CliResult;
 
 /// An event ready to send: its id (to route the answer) and its canonical bytes.
 #[derive(Debug, Clone)]
@@ -83,17 +83,17 @@ pub fn cores() -> usize {
 }
 
 /// Signs `count` events built by `draft(index)` on every core; results in index order.
-pub fn sign_all<F>(count: usize, keys: &[SigningKey], draft: F) -> BenchResult<Vec<Event>>
+pub fn sign_all<F>(count: usize, keys: &[SigningKey], draft: F) -> CliResult<Vec<Event>>
 where
     F: Fn(usize) -> Draft + Sync,
 {
     let threads = cores().min(count.max(1));
     let chunk = count.div_ceil(threads).max(1);
     let draft = &draft;
-    let parts: Vec<BenchResult<Vec<Event>>> = std::thread::scope(|scope| {
+    let parts: Vec<CliResult<Vec<Event>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|thread| {
-                scope.spawn(move || -> BenchResult<Vec<Event>> {
+                scope.spawn(move || -> CliResult<Vec<Event>> {
                     let range = (thread * chunk).min(count)..((thread + 1) * chunk).min(count);
                     let mut events = Vec::with_capacity(range.len());
                     for index in range {
@@ -118,7 +118,7 @@ where
 }
 
 /// Signs and encodes; see [`sign_all`].
-pub fn prepare_all<F>(count: usize, keys: &[SigningKey], draft: F) -> BenchResult<Vec<Prepared>>
+pub fn prepare_all<F>(count: usize, keys: &[SigningKey], draft: F) -> CliResult<Vec<Prepared>>
 where
     F: Fn(usize) -> Draft + Sync,
 {

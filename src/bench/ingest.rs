@@ -7,11 +7,11 @@ use std::time::Instant;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::client::{Client, ClientError};
-use crate::relay::unix_now;
+use crate::clock::unix_now;
 
 use super::gen::{content, prepare_all, pseudo_id, run_nonce, standard_tags, Draft, Prepared};
 use super::stats::{figure, rate, thousands, Latency, Metrics, Report};
-use super::{BenchResult, Target};
+use super::{CliResult, Target};
 
 /// The shape of an ingest run (shared with the Nostr side).
 #[derive(Debug, Clone)]
@@ -122,7 +122,7 @@ pub fn report(params: &IngestParams, outcomes: Vec<ConnOutcome>, elapsed: std::t
 }
 
 /// One ingest run against the Axon target.
-pub async fn run(target: &Target, params: &IngestParams) -> BenchResult<Report> {
+pub async fn run(target: &Target, params: &IngestParams) -> CliResult<Report> {
     let connections = params.connections.max(1);
     let keys = target.keys(connections);
     let nonce = run_nonce();

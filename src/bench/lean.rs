@@ -13,7 +13,7 @@ use crate::client::auth_frame;
 use crate::protocol::msgpack::Reader;
 use crate::protocol::Frame;
 
-use super::BenchResult;
+use super::CliResult;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -24,7 +24,7 @@ pub struct LeanConn {
 
 impl LeanConn {
     /// Connects and authenticates (CHALLENGE → AUTH → OK).
-    pub async fn connect(url: &str, relay_url: &str, key: &SigningKey) -> BenchResult<LeanConn> {
+    pub async fn connect(url: &str, relay_url: &str, key: &SigningKey) -> CliResult<LeanConn> {
         // Nagle off: a query's UNSUBSCRIBE followed by the next SUBSCRIBE would otherwise
         // wait for the relay's delayed ACK (~40 ms).
         let (socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
@@ -44,22 +44,22 @@ impl LeanConn {
     }
 
     /// Sends one frame (flushed).
-    pub async fn send(&mut self, frame: &Frame) -> BenchResult<()> {
+    pub async fn send(&mut self, frame: &Frame) -> CliResult<()> {
         self.socket.send(Message::Binary(frame.encode())).await.map_err(|error| format!("send failed: {error}").into())
     }
 
     /// Queues one frame without flushing.
-    pub async fn feed(&mut self, frame: &Frame) -> BenchResult<()> {
+    pub async fn feed(&mut self, frame: &Frame) -> CliResult<()> {
         self.socket.feed(Message::Binary(frame.encode())).await.map_err(|error| format!("send failed: {error}").into())
     }
 
     /// Flushes queued frames.
-    pub async fn flush(&mut self) -> BenchResult<()> {
+    pub async fn flush(&mut self) -> CliResult<()> {
         self.socket.flush().await.map_err(|error| format!("send failed: {error}").into())
     }
 
     /// The next frame; `None` once the connection is closed.
-    pub async fn next_frame(&mut self) -> BenchResult<Option<Frame>> {
+    pub async fn next_frame(&mut self) -> CliResult<Option<Frame>> {
         loop {
             match self.socket.next().await {
                 None | Some(Ok(Message::Close(_))) => return Ok(None),

@@ -28,7 +28,7 @@ use spawn::{ScratchDir, SpawnConfig, SpawnedRelay};
 pub use stats::{Metrics, Report};
 
 /// Errors are reported as text.
-pub type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+pub use crate::cli::CliResult;
 
 /// Which Axon relay to measure.
 #[derive(Clone)]
@@ -91,7 +91,7 @@ impl Running {
     }
 
     /// Stops a spawned relay (SIGTERM, drain); nothing for an existing one.
-    pub async fn stop(mut self) -> BenchResult<()> {
+    pub async fn stop(mut self) -> CliResult<()> {
         match self.relay.take() {
             Some(relay) => tokio::task::spawn_blocking(move || relay.stop())
                 .await
@@ -149,7 +149,7 @@ impl Target {
     }
 
     /// Starts a relay allowing `allow` (when spawning) with extra `limits:` entries.
-    pub async fn start(&self, allow: &[SigningKey], limits: &[(&str, u64)]) -> BenchResult<Running> {
+    pub async fn start(&self, allow: &[SigningKey], limits: &[(&str, u64)]) -> CliResult<Running> {
         match self {
             Target::Spawn(config) => {
                 let dir = ScratchDir::create(config.db_dir.as_deref())?;
@@ -160,7 +160,7 @@ impl Target {
     }
 
     /// Creates the scratch directory a spawned relay will use (for a prefill before start).
-    pub fn scratch(&self) -> BenchResult<Option<ScratchDir>> {
+    pub fn scratch(&self) -> CliResult<Option<ScratchDir>> {
         match self {
             Target::Spawn(config) => Ok(Some(ScratchDir::create(config.db_dir.as_deref())?)),
             _ => Ok(None),
@@ -168,12 +168,7 @@ impl Target {
     }
 
     /// Starts a spawned relay on an existing scratch directory.
-    pub async fn start_in(
-        &self,
-        dir: ScratchDir,
-        allow: &[SigningKey],
-        limits: &[(&str, u64)],
-    ) -> BenchResult<Running> {
+    pub async fn start_in(&self, dir: ScratchDir, allow: &[SigningKey], limits: &[(&str, u64)]) -> CliResult<Running> {
         let Target::Spawn(config) = self else {
             return self.existing();
         };
@@ -195,7 +190,7 @@ impl Target {
         })
     }
 
-    fn existing(&self) -> BenchResult<Running> {
+    fn existing(&self) -> CliResult<Running> {
         match self {
             Target::Url { url, relay_url, pid, .. } => {
                 Ok(Running { url: url.clone(), relay_url: relay_url.clone(), relay: None, _dir: None, pid: *pid })
@@ -210,7 +205,7 @@ pub type RunReports = Vec<(&'static str, Report)>;
 
 /// Waits for every task in order; a task that panicked or was cancelled fails the run,
 /// named by `what` ("a subscriber").
-pub async fn join_tasks<T>(tasks: Vec<tokio::task::JoinHandle<T>>, what: &str) -> BenchResult<Vec<T>> {
+pub async fn join_tasks<T>(tasks: Vec<tokio::task::JoinHandle<T>>, what: &str) -> CliResult<Vec<T>> {
     let mut outputs = Vec::with_capacity(tasks.len());
     for task in tasks {
         outputs.push(task.await.map_err(|error| format!("{what} failed: {error}"))?);
@@ -220,7 +215,7 @@ pub async fn join_tasks<T>(tasks: Vec<tokio::task::JoinHandle<T>>, what: &str) -
 
 /// Runs `once` for runs 1..=`runs`, printing each run's summary and details, then (with
 /// more than one run) the median of every figure, and with two sides their ratios.
-pub async fn repeat(runs: usize, mut once: impl AsyncFnMut(usize) -> BenchResult<RunReports>) -> BenchResult<()> {
+pub async fn repeat(runs: usize, mut once: impl AsyncFnMut(usize) -> CliResult<RunReports>) -> CliResult<()> {
     if cfg!(debug_assertions) {
         eprintln!("warning: this is a debug build; measure with `cargo build --release` and target/release/axon");
     }

@@ -15,15 +15,15 @@ use ed25519_dalek::SigningKey;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::client::Client;
+use crate::clock::unix_now;
 use crate::protocol::frame::Subscribe;
 use crate::protocol::{Event, EventId, Filter, Frame, TagFilter};
 use crate::relay::store::{Accepted, BatchStats, CommitHook, Committed, Store};
-use crate::relay::unix_now;
 
 use super::gen::{content, pseudo_id, run_nonce, sign_all, standard_tags, Draft, Prepared};
 use super::lean::LeanConn;
 use super::stats::{figure, rate, thousands, Latency, Metrics, Report};
-use super::{BenchResult, Running, Target};
+use super::{CliResult, Running, Target};
 
 /// Events signed and stored per prefill chunk (bounds memory at 1,000,000 events).
 const CHUNK: usize = 50_000;
@@ -142,8 +142,9 @@ async fn prefill_store(
     dataset: &mut Dataset,
     params: &QueryParams,
     prefix: &str,
-) -> BenchResult<()> {
-    let store = Store::open(db, Box::new(NoHook)).map_err(|error| format!("cannot open {}: {error}", db.display()))?;
+) -> CliResult<()> {
+    let store =
+        Store::open_sqlite(db, Box::new(NoHook)).map_err(|error| format!("cannot open {}: {error}", db.display()))?;
     let mut start = 0;
     while start < params.prefill {
         let end = (start + CHUNK).min(params.prefill);
@@ -173,7 +174,7 @@ fn sign_chunk(
     dataset: &mut Dataset,
     params: &QueryParams,
     prefix: &str,
-) -> BenchResult<Vec<Event>> {
+) -> CliResult<Vec<Event>> {
     let events = tokio::task::block_in_place(|| {
         sign_all(range.len(), keys, |offset| {
             prefill_draft(range.start + offset, params.prefill, &dataset.authors, prefix, params)
@@ -191,7 +192,7 @@ async fn prefill_publish(
     dataset: &mut Dataset,
     params: &QueryParams,
     prefix: &str,
-) -> BenchResult<()> {
+) -> CliResult<()> {
     let client_key = keys.first().ok_or("no key")?;
     let mut clients = Vec::new();
     for _ in 0..4 {
@@ -230,7 +231,7 @@ pub struct QuerySession {
 }
 
 /// Prefills (not timed) and starts the relay.
-pub async fn prepare(target: &Target, params: &QueryParams) -> BenchResult<QuerySession> {
+pub async fn prepare(target: &Target, params: &QueryParams) -> CliResult<QuerySession> {
     let author_count = if matches!(target, Target::Spawn(_)) { AUTHORS } else { 1 };
     let keys = target.keys(author_count + 1);
     let authors: Vec<SigningKey> = keys[..author_count].to_vec();
@@ -273,7 +274,7 @@ pub async fn one_query(
     sub_id: &str,
     filter: Filter,
     after_seq: Option<u64>,
-) -> BenchResult<(u64, usize)> {
+) -> CliResult<(u64, usize)> {
     let started = Instant::now();
     conn.send(&Frame::Subscribe(Subscribe { sub_id: sub_id.to_owned(), filters: vec![filter], after_seq })).await?;
     let mut events = 0;
@@ -281,7 +282,7 @@ pub async fn one_query(
         loop {
             match conn.next_frame().await? {
                 Some(Frame::Event(message)) if message.sub_id == sub_id => events += 1,
-                Some(Frame::Eose { sub_id: done }) if done == sub_id => return BenchResult::Ok(()),
+                Some(Frame::Eose { sub_id: done }) if done == sub_id => return CliResult::Ok(()),
                 Some(Frame::Error(error)) if error.sub_id.as_deref() == Some(sub_id) => {
                     return Err(format!("query {sub_id} refused: {} {}", error.code, error.message).into())
                 }
@@ -386,7 +387,7 @@ async fn series(
     params: &QueryParams,
     worker: usize,
     measured: usize,
-) -> BenchResult<Series> {
+) -> CliResult<Series> {
     let mut series = Series::default();
     for n in 0..WARMUP + measured {
         let (filter, after_seq) = kind.query(dataset, params, n + worker * 1009);
@@ -449,7 +450,7 @@ pub fn add_kind(report: &mut Report, kind: QueryKind, sequential: Series, concur
 impl QuerySession {
     /// One measured run: each kind of query, first one client in sequence (latency), then
     /// `connections` clients at once (queries/s).
-    pub async fn run(&self, params: &QueryParams) -> BenchResult<Report> {
+    pub async fn run(&self, params: &QueryParams) -> CliResult<Report> {
         let mut report = Report { metrics: Metrics::default(), details: Vec::new(), summarize };
         report.metrics.set("prefill", self.dataset.count as f64);
         report.metrics.set("connections", params.connections as f64);
@@ -466,7 +467,7 @@ impl QuerySession {
             }
             let started = Instant::now();
             let dataset = &self.dataset;
-            let results: Vec<BenchResult<Series>> = futures_util::future::join_all(
+            let results: Vec<CliResult<Series>> = futures_util::future::join_all(
                 conns
                     .iter_mut()
                     .enumerate()
@@ -490,7 +491,7 @@ impl QuerySession {
     }
 
     /// Stops the relay (and removes a scratch database).
-    pub async fn finish(self) -> BenchResult<()> {
+    pub async fn finish(self) -> CliResult<()> {
         self.relay.stop().await
     }
 }

@@ -13,7 +13,7 @@ use crate::protocol::{Filter, Frame};
 
 use super::gen::{run_nonce, sign_all, Draft};
 use super::stats::{figure, Metrics, Report};
-use super::{BenchResult, Target};
+use super::{CliResult, Target};
 
 /// The shape of a slow-subscribers run.
 #[derive(Debug, Clone)]
@@ -44,7 +44,7 @@ pub fn summarize(metrics: &Metrics) -> String {
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Connects, authenticates and subscribes to `topic`'s kind; returns once EOSE arrived.
-async fn never_reading(url: &str, relay_url: &str, key: &ed25519_dalek::SigningKey, kind: u16) -> BenchResult<Socket> {
+async fn never_reading(url: &str, relay_url: &str, key: &ed25519_dalek::SigningKey, kind: u16) -> CliResult<Socket> {
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
     let nonce = loop {
         match socket.next().await {
@@ -74,7 +74,7 @@ async fn never_reading(url: &str, relay_url: &str, key: &ed25519_dalek::SigningK
 }
 
 /// One slow-subscribers run against the Axon target.
-pub async fn run(target: &Target, params: &SlowParams) -> BenchResult<Report> {
+pub async fn run(target: &Target, params: &SlowParams) -> CliResult<Report> {
     let keys = target.keys(1);
     let relay = target.start(&keys, &[]).await?;
     let kind = 1000;

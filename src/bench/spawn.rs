@@ -7,7 +7,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::BenchResult;
+use super::CliResult;
 
 /// The relay_url a spawned relay is configured with (bound into AUTH signatures).
 pub const SPAWNED_RELAY_URL: &str = "ws://axon-bench.localhost/";
@@ -19,7 +19,7 @@ pub struct ScratchDir {
 
 impl ScratchDir {
     /// Creates a fresh directory under `base` (default: the system temp dir).
-    pub fn create(base: Option<&Path>) -> BenchResult<ScratchDir> {
+    pub fn create(base: Option<&Path>) -> CliResult<ScratchDir> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let base = base.map_or_else(std::env::temp_dir, Path::to_path_buf);
         let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis());
@@ -80,7 +80,7 @@ impl SpawnedRelay {
         dir: &ScratchDir,
         allow: &[[u8; 32]],
         limits: &[(&str, u64)],
-    ) -> BenchResult<SpawnedRelay> {
+    ) -> CliResult<SpawnedRelay> {
         let mut yaml = format!(
             "addr: \"127.0.0.1:0\"\ndb: {}\nrelay_url: {}\nallowlist:\n",
             quoted(&dir.db_path().display().to_string()),
@@ -162,7 +162,7 @@ impl SpawnedRelay {
     }
 
     /// Stops the relay with SIGTERM (a graceful drain), waiting up to 30 s, then SIGKILL.
-    pub fn stop(mut self) -> BenchResult<()> {
+    pub fn stop(mut self) -> CliResult<()> {
         let pid = self.child.id().to_string();
         let signalled = Command::new("kill")
             .args(["-TERM", &pid])

@@ -1,10 +1,7 @@
-//! `axon backup`: a consistent online copy of a running relay's SQLite database.
-//!
-//! The copy uses SQLite's backup API inside one read transaction on the source, so it
-//! is a single snapshot (WAL mode lets the relay keep committing meanwhile) and the
-//! backup never restarts because of concurrent writes. The result is written next to
-//! the destination, switched to a self-contained rollback journal, checked with
-//! `PRAGMA integrity_check` and only then renamed into place.
+//! `axon backup`: a consistent online copy of a running relay's database, through the
+//! storage module ([`crate::relay::store::sqlite::backup_file`]): one snapshot while the
+//! relay keeps committing, written next to the destination, checked with
+//! `PRAGMA integrity_check`, and only then renamed into place.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -12,14 +9,11 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rusqlite::backup::{Backup, StepResult};
-use rusqlite::{Connection, OpenFlags};
 
-use super::CliResult;
+use super::{CliError, CliResult};
 use crate::relay::config::RelayConfig;
-
-/// Pages copied per backup step (between progress updates).
-const PAGES_PER_STEP: i32 = 1024;
+use crate::relay::store::sqlite::backup_file;
+use crate::relay::store::BackupProgress;
 
 /// Arguments of `axon backup`.
 #[derive(Args)]
@@ -39,9 +33,7 @@ pub struct BackupArgs {
     pub force: bool,
 }
 
-type BackupError = Box<dyn std::error::Error + Send + Sync>;
-
-fn source_path(args: &BackupArgs) -> Result<PathBuf, BackupError> {
+fn source_path(args: &BackupArgs) -> Result<PathBuf, CliError> {
     if let Some(db) = &args.db {
         return Ok(db.clone());
     }
@@ -50,9 +42,8 @@ fn source_path(args: &BackupArgs) -> Result<PathBuf, BackupError> {
     Ok(loaded.db)
 }
 
-/// Copies every page of `source` into `destination`, reporting progress.
-fn copy(source: &Connection, destination: &mut Connection) -> Result<i32, BackupError> {
-    let backup = Backup::new(source, destination)?;
+/// Reports backup progress: a bar on a terminal, else a line every 2 s on stderr.
+fn progress_reporter() -> impl FnMut(BackupProgress) {
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
         if let Ok(style) = ProgressStyle::with_template("backup {elapsed_precise} [{wide_bar}] {pos}/{len} pages") {
@@ -61,48 +52,19 @@ fn copy(source: &Connection, destination: &mut Connection) -> Result<i32, Backup
         bar
     });
     let mut last_line = Instant::now();
-    loop {
-        let step = backup.step(PAGES_PER_STEP)?;
-        let progress = backup.progress();
-        let done = progress.pagecount - progress.remaining;
-        match &bar {
-            Some(bar) => {
-                bar.set_length(progress.pagecount.max(0) as u64);
-                bar.set_position(done.max(0) as u64);
+    move |progress: BackupProgress| match &bar {
+        Some(bar) => {
+            bar.set_length(progress.total);
+            bar.set_position(progress.done);
+            if progress.done >= progress.total {
+                bar.finish();
             }
-            None if last_line.elapsed() >= Duration::from_secs(2) => {
-                last_line = Instant::now();
-                eprintln!("backup: {done}/{} pages", progress.pagecount);
-            }
-            None => {}
         }
-        match step {
-            StepResult::Done => {
-                if let Some(bar) = &bar {
-                    bar.finish();
-                }
-                return Ok(progress.pagecount);
-            }
-            StepResult::More => {}
-            // The relay holds a lock for a moment (a checkpoint): wait and go on.
-            StepResult::Busy | StepResult::Locked => std::thread::sleep(Duration::from_millis(20)),
-            _ => std::thread::sleep(Duration::from_millis(20)),
+        None if last_line.elapsed() >= Duration::from_secs(2) => {
+            last_line = Instant::now();
+            eprintln!("backup: {}/{} pages", progress.done, progress.total);
         }
-    }
-}
-
-/// `PRAGMA integrity_check`: `Ok(())` when it answers exactly "ok".
-fn integrity_check(connection: &Connection) -> Result<(), String> {
-    let problems = (|| -> rusqlite::Result<Vec<String>> {
-        let mut statement = connection.prepare("PRAGMA integrity_check")?;
-        let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
-        rows.collect()
-    })()
-    .map_err(|error| format!("integrity_check failed to run: {error}"))?;
-    if problems == ["ok"] {
-        Ok(())
-    } else {
-        Err(format!("integrity_check: {}", problems.join("; ")))
+        None => {}
     }
 }
 
@@ -130,45 +92,15 @@ pub fn backup(args: BackupArgs) -> CliResult {
     let _ = std::fs::remove_file(&partial);
     let started = Instant::now();
 
-    // Never create: a wrong path must not leave an empty database behind.
-    let source =
-        Connection::open_with_flags(&source_path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(|error| format!("cannot open {}: {error}", source_path.display()))?;
-    source.busy_timeout(Duration::from_secs(10))?;
-    // One read transaction for the whole copy: a single consistent snapshot.
-    source
-        .execute_batch("BEGIN DEFERRED")
-        .map_err(|error| format!("cannot read {}: {error}", source_path.display()))?;
-    source
-        .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get::<_, i64>(0))
-        .map_err(|error| format!("{} is not a readable SQLite database: {error}", source_path.display()))?;
-    let mut destination =
-        Connection::open(&partial).map_err(|error| format!("cannot create {}: {error}", partial.display()))?;
-    let copied = copy(&source, &mut destination);
-    let _ = source.execute_batch("COMMIT");
-    drop(source);
-    let pages = match copied {
-        Ok(pages) => pages,
+    // Never creates the source: a wrong path must not leave an empty database behind.
+    let report = match backup_file(&source_path, &partial, &mut progress_reporter()) {
+        Ok(report) => report,
         Err(error) => {
-            drop(destination);
             let _ = std::fs::remove_file(&partial);
-            return Err(format!("backup of {} failed: {error}", source_path.display()).into());
+            return Err(error.to_string().into());
         }
     };
-
-    // A self-contained file: no -wal/-shm beside it.
-    destination
-        .pragma_update(None, "journal_mode", "DELETE")
-        .map_err(|error| format!("cannot finish {}: {error}", partial.display()))?;
-    if let Err(problem) = integrity_check(&destination) {
-        return Err(format!("the backup in {} is damaged: {problem}", partial.display()).into());
-    }
-    let events = destination
-        .query_row("SELECT count(*), coalesce(max(seq), 0) FROM events", [], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
-        })
-        .ok();
-    drop(destination);
+    let (pages, events) = (report.pages, report.events);
     std::fs::rename(&partial, &args.file)
         .map_err(|error| format!("cannot move {} to {}: {error}", partial.display(), args.file.display()))?;
     let contents = match events {
@@ -181,7 +113,7 @@ pub fn backup(args: BackupArgs) -> CliResult {
         args.file.display(),
         started.elapsed().as_secs_f64()
     );
-    let mut out = super::tools::Output::new(true);
+    let mut out = super::common::Output::new(true);
     match out.line(&line) {
         Ok(()) => Ok(()),
         Err(error) => error.into_result(),

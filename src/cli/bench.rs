@@ -14,7 +14,7 @@ use crate::bench::ingest::IngestParams;
 use crate::bench::query::QueryParams;
 use crate::bench::slow::SlowParams;
 use crate::bench::spawn::SpawnConfig;
-use crate::bench::{repeat, BenchResult, RunReports, Target};
+use crate::bench::{repeat, RunReports, Target};
 
 /// Arguments of `axon bench`.
 #[derive(Args)]
@@ -200,7 +200,7 @@ struct NostrArgs {
 }
 
 impl TargetArgs {
-    fn target(&self, nostr: Option<&String>) -> BenchResult<Target> {
+    fn target(&self, nostr: Option<&String>) -> CliResult<Target> {
         if self.spawn {
             let relay_bin = match &self.relay_bin {
                 Some(path) => path.clone(),
@@ -225,7 +225,7 @@ impl TargetArgs {
 }
 
 #[cfg(not(feature = "nostr-bench"))]
-fn check_nostr(nostr: &NostrArgs) -> BenchResult<()> {
+fn check_nostr(nostr: &NostrArgs) -> CliResult<()> {
     match nostr.nostr {
         Some(_) => Err("--nostr needs the nostr-bench feature: cargo build --release --features nostr-bench".into()),
         None => Ok(()),
@@ -233,7 +233,7 @@ fn check_nostr(nostr: &NostrArgs) -> BenchResult<()> {
 }
 
 #[cfg(feature = "nostr-bench")]
-fn check_nostr(_nostr: &NostrArgs) -> BenchResult<()> {
+fn check_nostr(_nostr: &NostrArgs) -> CliResult<()> {
     Ok(())
 }
 
@@ -243,7 +243,7 @@ pub fn run(args: BenchArgs) -> CliResult {
     runtime.block_on(scenario(args.scenario))
 }
 
-async fn scenario(scenario: Scenario) -> BenchResult<()> {
+async fn scenario(scenario: Scenario) -> CliResult<()> {
     match scenario {
         Scenario::Ingest { target, nostr, events, connections, in_flight, content_bytes } => {
             check_nostr(&nostr)?;

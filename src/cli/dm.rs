@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
+use super::common::parse_pubkey;
 use super::keys::read_key_file;
-use super::tools::parse_pubkey;
 use super::CliResult;
 use crate::protocol::{dm, PublicKey};
 

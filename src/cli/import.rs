@@ -11,9 +11,9 @@ use clap::Args;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::tools::{ConnectArgs, Output, REPLY_TIMEOUT};
+use super::common::{ConnectArgs, Output, REPLY_TIMEOUT};
 use super::CliResult;
-use crate::client::{Client, ClientError};
+use crate::client::{retry_delay, Client, ClientError};
 use crate::protocol::event::decode_and_validate;
 use crate::protocol::kind::is_admin;
 use crate::protocol::msgpack::Reader;
@@ -127,12 +127,13 @@ async fn publish_one(client: &Client, id: EventId, raw: Bytes) -> Outcome {
             Err(_) => Outcome::Lost(format!("no answer from the relay within {} s", REPLY_TIMEOUT.as_secs())),
             Ok(Ok(_)) => Outcome::Imported,
             Ok(Err(ClientError::Rejected { code: 409, .. })) => Outcome::Duplicate,
-            Ok(Err(ClientError::Rejected { code: 429, .. })) if tries < RATE_LIMIT_TRIES => {
-                tokio::time::sleep(Duration::from_millis(250 << tries)).await;
+            // 429, or 503 (overload, drain, full disk): wait as the relay asks (spec §15).
+            Ok(Err(error @ ClientError::Rejected { code: 429 | 503, .. })) if tries < RATE_LIMIT_TRIES => {
+                tokio::time::sleep(retry_delay(error.retry_after(), Duration::from_millis(250 << tries))).await;
                 tries += 1;
                 continue;
             }
-            Ok(Err(ClientError::Rejected { code, message })) => Outcome::Rejected { code, message },
+            Ok(Err(ClientError::Rejected { code, message, .. })) => Outcome::Rejected { code, message },
             Ok(Err(ClientError::Closed)) => Outcome::Lost("the relay closed the connection".into()),
             Ok(Err(error)) => Outcome::Lost(error.to_string()),
         };

@@ -1,7 +1,9 @@
 //! Subcommands of the `axon` binary. Each returns a [`CliResult`]; `main` prints errors.
 
+pub mod admin;
 pub mod backup;
 pub mod bench;
+pub mod common;
 pub mod dm;
 pub mod import;
 pub mod keys;
@@ -12,8 +14,12 @@ pub mod tools;
 
 use std::path::Path;
 
-/// The result of a subcommand: any error is printed and exits non-zero.
-pub type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+/// Any error a subcommand reports: printed by `main`, exit status 1.
+pub type CliError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The result of a subcommand (or of a step of one): any error is printed and exits
+/// non-zero. The one error alias of the CLI and the benchmark.
+pub type CliResult<T = ()> = Result<T, CliError>;
 
 /// `axon vectors DIR`: writes the spec §13 test vectors.
 pub fn write_vectors(dir: &Path) -> CliResult {

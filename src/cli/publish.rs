@@ -1,20 +1,17 @@
-//! `axon publish`, and the admin commands `axon allow`, `axon revoke`, `axon allowlist`.
+//! `axon publish`.
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use ed25519_dalek::SigningKey;
 
-use super::tools::{parse_duration, parse_pubkey, parse_tag, publish_error_message, ConnectArgs, Output, ToolError};
-use super::CliResult;
+use super::common::{parse_duration, parse_tag, publish_error_message, ConnectArgs, Output};
+use super::{CliError, CliResult};
 use crate::client::{Client, ClientError, SubItem};
-use crate::protocol::kind::{KIND_ALLOW, KIND_REVOKE};
-use crate::protocol::tags::{parse_p_value, EXPIRES_AT, P};
-use crate::protocol::{Event, Filter, PublicKey, Tag};
-use crate::relay::unix_now;
+use crate::clock::unix_now;
+use crate::protocol::tags::EXPIRES_AT;
+use crate::protocol::{Event, Filter, Tag};
 
 /// Arguments of `axon publish`.
 #[derive(Args)]
@@ -41,7 +38,7 @@ pub struct PublishArgs {
     pub content: Option<String>,
 }
 
-fn read_content(args: &PublishArgs) -> Result<Vec<u8>, ToolError> {
+fn read_content(args: &PublishArgs) -> Result<Vec<u8>, CliError> {
     if let Some(path) = &args.file {
         return std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()).into());
     }
@@ -59,7 +56,7 @@ fn read_content(args: &PublishArgs) -> Result<Vec<u8>, ToolError> {
 }
 
 /// How a publish ended, once 409 has been looked into.
-enum Published {
+pub(super) enum Published {
     /// Stored now (or ephemeral: `None`).
     New(Option<u64>),
     /// Already stored before, at this seq (when it could be found).
@@ -69,11 +66,11 @@ enum Published {
 /// Publishes `event`; a 409 is checked against the store: if the event is there it was
 /// a duplicate (success), otherwise the 409 was a refusal (e.g. a REVOKE of a relay.yaml
 /// key) and is returned as an error.
-async fn publish_event(client: &Client, event: &Event) -> Result<Published, ClientError> {
-    match tokio::time::timeout(super::tools::REPLY_TIMEOUT, client.publish(event)).await {
+pub(super) async fn publish_event(client: &Client, event: &Event) -> Result<Published, ClientError> {
+    match tokio::time::timeout(super::common::REPLY_TIMEOUT, client.publish(event)).await {
         Err(_) => Err(ClientError::Protocol(format!(
             "no answer from the relay within {} s",
-            super::tools::REPLY_TIMEOUT.as_secs()
+            super::common::REPLY_TIMEOUT.as_secs()
         ))),
         Ok(Ok(seq)) => Ok(Published::New(seq)),
         Ok(Err(error)) if error.code() == Some(409) => match stored_seq(client, event.id).await {
@@ -131,7 +128,7 @@ pub async fn publish(args: PublishArgs) -> CliResult {
                 None => format!("{id} -"),
             }
         }
-        Err(ClientError::Rejected { code, message }) => {
+        Err(ClientError::Rejected { code, message, .. }) => {
             return Err(format!("event {id} not published: {}", publish_error_message(code, &message)).into())
         }
         Err(ClientError::Closed) => {
@@ -144,197 +141,4 @@ pub async fn publish(args: PublishArgs) -> CliResult {
         return error.into_result();
     }
     Ok(())
-}
-
-/// Arguments of `axon allow` and `axon revoke`.
-#[derive(Args)]
-pub struct AdminArgs {
-    #[command(flatten)]
-    pub connect: ConnectArgs,
-    /// Public keys, 64 hex characters each.
-    #[arg(required = true, value_name = "PUBKEY", value_parser = parse_pubkey)]
-    pub pubkeys: Vec<PublicKey>,
-}
-
-/// `axon allow` (`allow` = true) and `axon revoke`.
-pub async fn admin(args: AdminArgs, allow: bool) -> CliResult {
-    let key = args.connect.signing_key()?;
-    let mut keys: Vec<PublicKey> = Vec::new();
-    for pubkey in args.pubkeys {
-        if !keys.contains(&pubkey) {
-            keys.push(pubkey);
-        }
-    }
-    let (kind, verb) = if allow { (KIND_ALLOW, "allowed") } else { (KIND_REVOKE, "revoked") };
-    let tags = keys.iter().map(|pubkey| Tag::new(P, [hex::encode(pubkey)])).collect();
-    let event = Event::sign(&key, unix_now(), kind, Vec::new(), tags)
-        .map_err(|error| format!("cannot build the admin event: {}", error.message()))?;
-    let client = args.connect.connect(&key).await?;
-    let seq = match publish_event(&client, &event).await {
-        Ok(Published::New(seq) | Published::Duplicate(seq)) => seq,
-        Err(ClientError::Rejected { code: 403, message }) => {
-            return Err(format!(
-                "this key ({}) is not an admin: only keys listed under `admins` in relay.yaml can allow or revoke \
-                 keys (403: {message})",
-                hex::encode(key.verifying_key().to_bytes())
-            )
-            .into())
-        }
-        Err(ClientError::Rejected { code: 409, message }) => {
-            return Err(format!(
-                "nothing {verb}: {message} (keys in relay.yaml are always allowed; remove them from relay.yaml \
-                 and send the relay SIGHUP instead)"
-            )
-            .into())
-        }
-        Err(ClientError::Rejected { code, message }) => {
-            return Err(format!("nothing {verb}: {}", publish_error_message(code, &message)).into())
-        }
-        Err(ClientError::Closed) => return Err("the relay closed the connection before answering".into()),
-        Err(error) => return Err(error.to_string().into()),
-    };
-    eprintln!(
-        "admin event {} stored at seq {}",
-        hex::encode(event.id),
-        seq.map_or_else(|| "?".to_owned(), |seq| seq.to_string())
-    );
-    let mut out = Output::new(false);
-    for pubkey in &keys {
-        if let Err(error) = out.line(&format!("{verb} {}", hex::encode(pubkey))) {
-            return error.into_result();
-        }
-    }
-    if let Err(error) = out.flush() {
-        return error.into_result();
-    }
-    Ok(())
-}
-
-/// Arguments of `axon allowlist`.
-#[derive(Args)]
-pub struct AllowlistArgs {
-    #[command(flatten)]
-    pub connect: ConnectArgs,
-    /// Print the admin log instead: one line per ALLOW/REVOKE event, oldest first:
-    /// seq, created_at, allow|revoke, the admin's key, the keys named (comma-separated).
-    #[arg(long)]
-    pub log: bool,
-}
-
-/// One entry of the admin log.
-struct AdminEntry {
-    seq: u64,
-    event: Event,
-}
-
-/// Reads the whole admin log (kinds 9000–9001), in seq order.
-async fn admin_log(client: &Client) -> Result<Vec<AdminEntry>, ToolError> {
-    let filter = Filter { kinds: Some(vec![KIND_ALLOW, KIND_REVOKE]), ..Filter::default() };
-    let mut subscription = client
-        .subscribe("admin-log", vec![filter], Some(0))
-        .await
-        .map_err(|_| ToolError::from("the relay closed the connection before answering"))?;
-    let mut entries = Vec::new();
-    loop {
-        let item = tokio::time::timeout(super::tools::REPLY_TIMEOUT, subscription.next())
-            .await
-            .map_err(|_| format!("the relay sent no EOSE within {} s", super::tools::REPLY_TIMEOUT.as_secs()))?;
-        match item {
-            Some(SubItem::Event { event, seq, .. }) => entries.push(AdminEntry { seq, event: *event }),
-            Some(SubItem::Eose) => break,
-            Some(SubItem::Ended(error)) => {
-                return Err(format!("the relay ended the query: {} {}", error.code, error.message).into())
-            }
-            None => return Err("the relay closed the connection before the end of the admin log".into()),
-        }
-    }
-    entries.sort_by_key(|entry| entry.seq);
-    Ok(entries)
-}
-
-/// Replays the log: ALLOW adds, REVOKE removes. Returns the keys still allowed, in the
-/// order they were allowed (by seq, then by position in the event).
-fn effective_allowlist(entries: &[AdminEntry]) -> Vec<PublicKey> {
-    let mut allowed: BTreeMap<PublicKey, (u64, usize)> = BTreeMap::new();
-    for entry in entries {
-        let keys = entry.event.tag_values(P).filter_map(parse_p_value);
-        if entry.event.kind == KIND_ALLOW {
-            for (position, key) in keys.enumerate() {
-                allowed.entry(key).or_insert((entry.seq, position));
-            }
-        } else if entry.event.kind == KIND_REVOKE {
-            for key in keys {
-                allowed.remove(&key);
-            }
-        }
-    }
-    let mut keys: Vec<((u64, usize), PublicKey)> = allowed.into_iter().map(|(key, order)| (order, key)).collect();
-    keys.sort();
-    keys.into_iter().map(|(_, key)| key).collect()
-}
-
-/// `axon allowlist`.
-pub async fn allowlist(args: AllowlistArgs) -> CliResult {
-    let key: SigningKey = args.connect.signing_key()?;
-    let client = args.connect.connect(&key).await?;
-    let entries = admin_log(&client).await?;
-    if entries.is_empty() {
-        eprintln!(
-            "note: the admin log is empty, or this key is not an admin (admin events are visible only to admins); \
-             keys allowed in relay.yaml are never listed"
-        );
-    }
-    let mut out = Output::new(false);
-    let lines: Vec<String> = if args.log {
-        entries
-            .iter()
-            .map(|entry| {
-                let action = if entry.event.kind == KIND_ALLOW { "allow" } else { "revoke" };
-                let keys: Vec<&str> = entry.event.tag_values(P).collect();
-                format!(
-                    "{}\t{}\t{action}\t{}\t{}",
-                    entry.seq,
-                    entry.event.created_at,
-                    hex::encode(entry.event.pubkey),
-                    keys.join(",")
-                )
-            })
-            .collect()
-    } else {
-        effective_allowlist(&entries).iter().map(hex::encode).collect()
-    };
-    for line in lines {
-        if let Err(error) = out.line(&line) {
-            return error.into_result();
-        }
-    }
-    if let Err(error) = out.flush() {
-        return error.into_result();
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn admin_event(kind: u16, keys: &[[u8; 32]]) -> Event {
-        let key = SigningKey::from_bytes(&[7; 32]);
-        let tags = keys.iter().map(|pubkey| Tag::new(P, [hex::encode(pubkey)])).collect();
-        Event::sign(&key, 1, kind, Vec::new(), tags).expect("sign")
-    }
-
-    #[test]
-    fn allowlist_replays_allow_and_revoke_in_seq_order() {
-        let (a, b, c) = ([1; 32], [2; 32], [3; 32]);
-        let entries = vec![
-            AdminEntry { seq: 1, event: admin_event(KIND_ALLOW, &[b, a]) },
-            AdminEntry { seq: 4, event: admin_event(KIND_REVOKE, &[b]) },
-            AdminEntry { seq: 7, event: admin_event(KIND_ALLOW, &[c, a]) },
-            AdminEntry { seq: 9, event: admin_event(KIND_ALLOW, &[b]) },
-        ];
-        assert_eq!(effective_allowlist(&entries), vec![a, c, b]);
-        let entries = vec![AdminEntry { seq: 1, event: admin_event(KIND_ALLOW, &[c, a, b]) }];
-        assert_eq!(effective_allowlist(&entries), vec![c, a, b]);
-    }
 }

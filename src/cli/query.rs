@@ -11,11 +11,9 @@ use base64::Engine;
 use clap::Args;
 use serde::Serialize;
 
-use super::tools::{
-    parse_hex_prefix, parse_tag, parse_time, ConnectArgs, Output, OutputError, ToolError, REPLY_TIMEOUT,
-};
-use super::CliResult;
-use crate::client::{Client, ClientError, SubItem, Subscription};
+use super::common::{parse_hex_prefix, parse_tag, parse_time, ConnectArgs, Output, OutputError, REPLY_TIMEOUT};
+use super::{CliError, CliResult};
+use crate::client::{retry_delay, Client, ClientError, SubItem, Subscription};
 use crate::protocol::frame::ErrorMessage;
 use crate::protocol::{Event, Filter, TagFilter};
 
@@ -163,7 +161,7 @@ enum ReqError {
     /// Writing the output failed (or its reader went away).
     Output(OutputError),
     /// Anything else.
-    Failed(ToolError),
+    Failed(CliError),
 }
 
 impl From<OutputError> for ReqError {
@@ -172,8 +170,8 @@ impl From<OutputError> for ReqError {
     }
 }
 
-impl From<ToolError> for ReqError {
-    fn from(error: ToolError) -> Self {
+impl From<CliError> for ReqError {
+    fn from(error: CliError) -> Self {
         ReqError::Failed(error)
     }
 }
@@ -353,8 +351,9 @@ impl StreamState {
 
 /// How one connection of `req --stream` ended.
 enum Interrupted {
-    /// Disconnected or overflowed: reconnect.
-    Retry(String),
+    /// Disconnected, overflowed or refused: reconnect, after the relay's retry hint
+    /// (spec §15) when it gave one.
+    Retry(String, Option<Duration>),
 }
 
 /// Stored events, then live ones forever, reconnecting with backoff.
@@ -368,18 +367,20 @@ async fn stream(
     let mut backoff = BACKOFF_START;
     let pubkey = hex::encode(key.verifying_key().to_bytes());
     loop {
-        let Interrupted::Retry(reason) = match args.connect.try_connect(key).await {
+        let Interrupted::Retry(reason, hint) = match args.connect.try_connect(key).await {
             Ok(client) => follow(&client, &mut state, &filter, out, &mut backoff).await?,
             Err(error @ ClientError::Rejected { code: 401 | 403, .. }) => {
                 return Err(args.connect.connect_error(&error, &pubkey).into())
             }
-            Err(error) => Interrupted::Retry(args.connect.connect_error(&error, &pubkey)),
+            Err(error) => Interrupted::Retry(args.connect.connect_error(&error, &pubkey), error.retry_after()),
         };
         let resume = state
             .resume_point()
             .map_or_else(|| "repeating the request".to_owned(), |seq| format!("resuming after seq {seq}"));
-        eprintln!("axon: {reason}; reconnecting in {} s, {resume}", backoff.as_secs());
-        tokio::time::sleep(backoff).await;
+        let delay = retry_delay(hint, backoff);
+        let why = if hint.is_some() { " (the relay's retry hint)" } else { "" };
+        eprintln!("axon: {reason}; reconnecting in {:.1} s{why}, {resume}", delay.as_secs_f64());
+        tokio::time::sleep(delay).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
@@ -394,7 +395,7 @@ async fn follow(
 ) -> Result<Interrupted, ReqError> {
     let after = state.start();
     let Ok(mut subscription) = client.subscribe(SUB_ID, vec![filter.clone()], after).await else {
-        return Ok(Interrupted::Retry("the relay closed the connection".into()));
+        return Ok(Interrupted::Retry("the relay closed the connection".into(), None));
     };
     loop {
         match subscription.next().await {
@@ -409,7 +410,8 @@ async fn follow(
             }
             Some(SubItem::Ended(error)) if error.code == 503 => {
                 state.overflowed(error.seq);
-                return Ok(Interrupted::Retry(ended_message(&error)));
+                let hint = error.retry_after_ms.map(Duration::from_millis);
+                return Ok(Interrupted::Retry(ended_message(&error), hint));
             }
             Some(SubItem::Ended(error)) => return Err(ended_message(&error).into()),
             None => {
@@ -419,11 +421,11 @@ async fn follow(
                         error.code, error.message
                     )
                     .into()),
-                    Some(error) => Ok(Interrupted::Retry(format!(
-                        "the relay closed the connection ({} {})",
-                        error.code, error.message
-                    ))),
-                    None => Ok(Interrupted::Retry("the connection was lost".into())),
+                    Some(error) => Ok(Interrupted::Retry(
+                        format!("the relay closed the connection ({} {})", error.code, error.message),
+                        error.retry_after_ms.map(Duration::from_millis),
+                    )),
+                    None => Ok(Interrupted::Retry("the connection was lost".into(), None)),
                 };
             }
         }
@@ -462,7 +464,7 @@ pub async fn export(args: ExportArgs) -> CliResult {
         .await
         .map_err(|_| "the relay closed the connection")?;
     let (mut count, mut bytes, mut last_seq) = (0u64, 0u64, 0u64);
-    let write_failed = |error: std::io::Error| -> ToolError {
+    let write_failed = |error: std::io::Error| -> CliError {
         match &args.out {
             Some(path) => format!("cannot write {}: {error}", path.display()).into(),
             None if error.kind() == std::io::ErrorKind::BrokenPipe => "standard output was closed".into(),

@@ -26,6 +26,19 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in numeric order.
+    pub const ALL: [ErrorCode; 9] = [
+        ErrorCode::Invalid,
+        ErrorCode::AuthRequired,
+        ErrorCode::Restricted,
+        ErrorCode::Duplicate,
+        ErrorCode::Expired,
+        ErrorCode::TooLarge,
+        ErrorCode::RateLimited,
+        ErrorCode::Internal,
+        ErrorCode::Unavailable,
+    ];
+
     /// The numeric code carried on the wire.
     pub fn as_u16(self) -> u16 {
         match self {
@@ -87,12 +100,22 @@ pub struct ProtocolError {
     pub code: ErrorCode,
     /// Human text, without the prefix word.
     pub reason: String,
+    /// When to try again (spec §15): ERROR 429 always, 503 for overload, shutdown or a
+    /// full disk.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ProtocolError {
     /// Builds an error with the given code and reason.
     pub fn new(code: ErrorCode, reason: impl Into<String>) -> Self {
-        ProtocolError { code, reason: reason.into() }
+        ProtocolError { code, reason: reason.into(), retry_after_ms: None }
+    }
+
+    /// The same error with a retry hint (spec §15), in whole milliseconds rounded up.
+    pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        let millis = wait.as_nanos().div_ceil(1_000_000);
+        self.retry_after_ms = Some(u64::try_from(millis).unwrap_or(u64::MAX));
+        self
     }
 
     /// A 400 `invalid:` error.

@@ -424,22 +424,12 @@ pub fn read_tag(reader: &mut Reader<'_>) -> Result<Tag, ProtocolError> {
             }
             "values" => {
                 seen.mark(1, "values")?;
-                tag.values = read_str_list(reader, "tag values", "tag value")?;
+                tag.values = reader.read_str_list("tag values", "tag value")?;
             }
             other => return Err(ProtocolError::invalid(format!("unknown tag key {other:?}"))),
         }
     }
     Ok(tag)
-}
-
-/// Reads an array of `str`.
-pub fn read_str_list(reader: &mut Reader<'_>, list: &str, item: &str) -> Result<Vec<String>, ProtocolError> {
-    let count = reader.read_array_len(list)?;
-    let mut values = Vec::with_capacity(count.min(256));
-    for _ in 0..count {
-        values.push(reader.read_str(item)?.to_owned());
-    }
-    Ok(values)
 }
 
 fn check_tag(tag: &Tag, limits: &Limits) -> Result<(), ProtocolError> {

@@ -6,7 +6,7 @@
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::error::ProtocolError;
-use super::event::{read_str_list, Event};
+use super::event::Event;
 use super::limits::{Limits, MAX_TAG_NAME_BYTES};
 use super::msgpack::{Reader, SeenKeys};
 
@@ -175,7 +175,7 @@ fn read_tag_filter(reader: &mut Reader<'_>) -> Result<TagFilter, ProtocolError> 
             }
             "values" => {
                 seen.mark(1, "values")?;
-                values = Some(read_str_list(reader, "filter tag values", "filter tag value")?);
+                values = Some(reader.read_str_list("filter tag values", "filter tag value")?);
             }
             other => return Err(ProtocolError::invalid(format!("unknown filter tag key {other:?}"))),
         }

@@ -146,12 +146,22 @@ pub struct ErrorMessage {
     /// The resume point of an overflow (spec §9.4).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// Wait at least this long before retrying (spec §15).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ErrorMessage {
     /// An ERROR for a protocol error, optionally naming an event.
     pub fn from_error(error: &ProtocolError, id: Option<EventId>) -> Self {
-        ErrorMessage { code: error.code.as_u16(), message: error.message(), id, sub_id: None, seq: None }
+        ErrorMessage {
+            code: error.code.as_u16(),
+            message: error.message(),
+            id,
+            sub_id: None,
+            seq: None,
+            retry_after_ms: error.retry_after_ms,
+        }
     }
 }
 
@@ -491,8 +501,10 @@ fn read_ok(reader: &mut Reader<'_>) -> Result<Frame, ProtocolError> {
 }
 
 fn read_error(reader: &mut Reader<'_>) -> Result<Frame, ProtocolError> {
-    let mut error = ErrorMessage { code: 0, message: String::new(), id: None, sub_id: None, seq: None };
-    let seen = read_payload(reader, &["code", "message", "id", "sub_id", "seq"], |reader, index| {
+    let mut error =
+        ErrorMessage { code: 0, message: String::new(), id: None, sub_id: None, seq: None, retry_after_ms: None };
+    let keys = ["code", "message", "id", "sub_id", "seq", "retry_after_ms"];
+    let seen = read_payload(reader, &keys, |reader, index| {
         match index {
             0 => {
                 let code = reader.read_uint("code")?;
@@ -507,7 +519,8 @@ fn read_error(reader: &mut Reader<'_>) -> Result<Frame, ProtocolError> {
                 reader.skip_value()?;
             }
             3 => error.sub_id = Some(reader.read_str("sub_id")?.to_owned()),
-            _ => error.seq = read_optional_uint(reader, "seq")?,
+            4 => error.seq = read_optional_uint(reader, "seq")?,
+            _ => error.retry_after_ms = read_optional_uint(reader, "retry_after_ms")?,
         }
         Ok(())
     })?;

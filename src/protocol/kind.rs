@@ -96,6 +96,15 @@ pub fn class_of(kind: u16) -> KindClass {
         .map_or(KindClass::Unassigned, |range| range.class)
 }
 
+/// The kinds of `class`, for a class that is one range of the table (every class but
+/// [`KindClass::Unassigned`]); an empty range if the class is not in the table.
+pub fn range_of(class: KindClass) -> std::ops::RangeInclusive<u16> {
+    KIND_RANGES
+        .iter()
+        .find(|range| range.class == class)
+        .map_or(std::ops::RangeInclusive::new(1, 0), |range| range.first..=range.last)
+}
+
 /// True for kinds that are fanned out but never stored (3000–3999).
 pub fn is_ephemeral(kind: u16) -> bool {
     class_of(kind) == KindClass::Ephemeral

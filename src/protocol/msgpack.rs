@@ -136,6 +136,16 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(bytes).map_err(|_| ProtocolError::invalid(format!("{what} is not valid UTF-8")))
     }
 
+    /// Reads an array of `str`; `list` and `item` name them in errors.
+    pub fn read_str_list(&mut self, list: &str, item: &str) -> Result<Vec<String>> {
+        let count = self.read_array_len(list)?;
+        let mut values = Vec::with_capacity(count.min(256));
+        for _ in 0..count {
+            values.push(self.read_str(item)?.to_owned());
+        }
+        Ok(values)
+    }
+
     /// Reads a `bin` value (never `str`).
     pub fn read_bin(&mut self, what: &str) -> Result<&'a [u8]> {
         let len = match self.marker()? {

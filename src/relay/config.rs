@@ -41,7 +41,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Largest WebSocket message (larger → close 1009).
+    /// Largest WebSocket message (larger → close [`crate::protocol::close::TOO_BIG`]).
     pub max_frame_bytes: usize,
     /// Largest event content (larger → 413).
     pub max_content_bytes: usize,

@@ -1,6 +1,5 @@
 //! One connection's life: CHALLENGE → AUTH → requests → close (spec §6–§9).
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +9,6 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use rand::RngCore;
-use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -18,47 +16,23 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use super::fanout::ConnId;
-use super::http::Rewind;
+use super::connections::ConnId;
 use super::ingest::{admit, Admitted, Publisher, Rejection};
 use super::outbound::{OutFrame, Outbound};
-use super::store::{StoreError, Viewer};
-use super::{unix_now, RelayState};
+use super::reply::{error_frame, ok_frame, store_error};
+use super::retry;
+use super::rewind::Rewind;
+use super::subscriptions::Subscriptions;
+use super::RelayState;
+use crate::clock::unix_now;
+use crate::protocol::auth::auth_digest;
+use crate::protocol::close;
 use crate::protocol::event::verify_strict;
-use crate::protocol::frame::{encode_event_frame, Auth, ErrorMessage, OkMessage, Subscribe};
-use crate::protocol::{ErrorCode, Frame, ProtocolError, PublicKey, RawEvent};
+use crate::protocol::frame::Auth;
+use crate::protocol::{ErrorCode, Frame, ProtocolError, PublicKey, RawEvent, Viewer};
 
 type Socket = WebSocketStream<Rewind>;
 type Reader = SplitStream<Socket>;
-
-/// Close codes used by the relay.
-mod close {
-    /// Policy violation: auth failures, revoked keys, keep-alive timeout.
-    pub const POLICY: u16 = 1008;
-    /// Going away: shutdown.
-    pub const GOING_AWAY: u16 = 1001;
-    /// Message too big.
-    pub const TOO_BIG: u16 = 1009;
-    /// Try again later: the relay is at its connection cap.
-    pub const TRY_LATER: u16 = 1013;
-}
-
-/// Events fetched per replay page.
-const REPLAY_PAGE: usize = 1000;
-
-fn error_frame(error: &ProtocolError, id: Option<[u8; 32]>) -> OutFrame {
-    OutFrame::Binary(Frame::Error(ErrorMessage::from_error(error, id)).encode())
-}
-
-fn sub_error_frame(error: &ProtocolError, sub_id: &str) -> OutFrame {
-    let mut message = ErrorMessage::from_error(error, None);
-    message.sub_id = Some(sub_id.to_owned());
-    OutFrame::Binary(Frame::Error(message).encode())
-}
-
-fn ok_frame(id: [u8; 32], seq: Option<u64>) -> OutFrame {
-    OutFrame::Binary(Frame::Ok(OkMessage { id, seq }).encode())
-}
 
 /// Undoes a connection's registrations when it ends, however it ends (also when the
 /// task is aborted at the drain timeout).
@@ -103,7 +77,7 @@ async fn converse(mut reader: Reader, state: Arc<RelayState>, outbound: Arc<Outb
     let mut guard = ConnectionGuard { state: state.clone(), conn, registered: false, authenticated: false };
     let max = state.config().limits.max_connections;
     let Some(kick) = state.connections.register(conn, peer.ip(), outbound.clone(), max) else {
-        let error = ProtocolError::new(ErrorCode::Unavailable, "too many connections");
+        let error = ProtocolError::new(ErrorCode::Unavailable, "too many connections").retry_after(retry::OVERLOAD);
         outbound.push_always(error_frame(&error, None));
         outbound.push_always(OutFrame::Close(close::TRY_LATER, "too many connections".into()));
         return;
@@ -115,7 +89,8 @@ async fn converse(mut reader: Reader, state: Arc<RelayState>, outbound: Arc<Outb
     guard.authenticated = true;
     tracing::debug!(%peer, conn, key = %hex::encode(pubkey), "authenticated");
     let viewer = Viewer { pubkey, is_admin: state.access.is_admin(&pubkey) };
-    let mut session = Session { conn, viewer, state, outbound, subscriptions: HashSet::new() };
+    let subscriptions = Subscriptions::new(conn, viewer, state.clone(), outbound.clone());
+    let mut session = Session { viewer, state, outbound, subscriptions };
     session.run(reader, kick).await;
 }
 
@@ -176,7 +151,7 @@ async fn authenticate(reader: &mut Reader, state: &RelayState, outbound: &Outbou
 }
 
 enum AuthFailure {
-    /// Send this ERROR, then close 1008.
+    /// Send this ERROR, then close [`close::POLICY`].
     Error(ProtocolError),
     /// Close with this code, no ERROR.
     Close(u16, &'static str),
@@ -223,29 +198,25 @@ fn read_failure(error: &WsError) -> AuthFailure {
 
 /// The AUTH signature is over SHA-256(nonce || relay_url); then the key must be allowed.
 fn check_auth(auth: &Auth, nonce: &[u8; 32], relay_url: &str, state: &RelayState) -> Result<(), ProtocolError> {
-    let mut hasher = Sha256::new();
-    hasher.update(nonce);
-    hasher.update(relay_url.as_bytes());
-    let digest: [u8; 32] = hasher.finalize().into();
-    verify_strict(&auth.pubkey, &digest, &auth.sig)
+    verify_strict(&auth.pubkey, &auth_digest(nonce, relay_url), &auth.sig)
         .map_err(|_| ProtocolError::new(ErrorCode::AuthRequired, "bad AUTH signature"))?;
     if !state.access.is_allowed(&auth.pubkey) {
         return Err(ProtocolError::new(ErrorCode::Restricted, "this key is not on the allowlist"));
     }
     let per_key = state.config().limits.max_connections_per_key;
     if per_key > 0 && state.connections.count_for_key(&auth.pubkey) >= per_key {
-        return Err(ProtocolError::new(ErrorCode::RateLimited, format!("at most {per_key} connections per key")));
+        return Err(ProtocolError::new(ErrorCode::RateLimited, format!("at most {per_key} connections per key"))
+            .retry_after(retry::OVERLOAD));
     }
     Ok(())
 }
 
 /// An authenticated connection's state.
 struct Session {
-    conn: ConnId,
     viewer: Viewer,
     state: Arc<RelayState>,
     outbound: Arc<Outbound>,
-    subscriptions: HashSet<String>,
+    subscriptions: Subscriptions,
 }
 
 /// A publish waiting for its commit; resolves to the reply frame.
@@ -257,7 +228,7 @@ enum Ending {
     Gone,
     /// Already handled (close queued).
     Closed,
-    /// Shutdown: finish in-flight publishes, then close 1001.
+    /// Shutdown: finish in-flight publishes, then close [`close::GOING_AWAY`].
     Shutdown,
 }
 
@@ -320,7 +291,8 @@ impl Session {
     async fn refuse_buffered(&self, reader: &mut Reader) {
         const QUIET: Duration = Duration::from_millis(100);
         let shutting_down =
-            ProtocolError::new(ErrorCode::Unavailable, "the relay is shutting down; publish again later");
+            ProtocolError::new(ErrorCode::Unavailable, "the relay is shutting down; publish again later")
+                .retry_after(retry::DRAIN);
         let budget = Duration::from_secs(self.state.config().limits.drain_timeout_secs) / 2;
         let deadline = tokio::time::Instant::now() + budget;
         while let Ok(Some(Ok(message))) = tokio::time::timeout(QUIET, reader.next()).await {
@@ -344,11 +316,8 @@ impl Session {
         };
         match frame {
             Frame::Publish { event } => self.publish(event, in_flight).await,
-            Frame::Subscribe(subscribe) => self.subscribe(subscribe).await,
-            Frame::Unsubscribe { sub_id } => {
-                self.state.fanout.unsubscribe(self.conn, &sub_id);
-                self.subscriptions.remove(&sub_id);
-            }
+            Frame::Subscribe(subscribe) => self.subscriptions.subscribe(subscribe).await,
+            Frame::Unsubscribe { sub_id } => self.subscriptions.unsubscribe(&sub_id),
             Frame::Auth(_) => {
                 self.outbound.push(error_frame(&ProtocolError::invalid("already authenticated"), None)).await;
             }
@@ -368,7 +337,7 @@ impl Session {
             Publisher { key: self.viewer.pubkey, limiter: &self.state.publish_rate, keys: &self.state.author_keys };
         match admit(raw, &self.state.access, &config.limits, &publisher, unix_now()) {
             Err(Rejection { error, id }) => {
-                self.state.metrics.rejected(error.code.as_u16());
+                self.state.metrics.rejected(error.code);
                 self.outbound.push(error_frame(&error, id)).await;
             }
             Ok(Admitted::Ephemeral(accepted)) => {
@@ -394,112 +363,12 @@ impl Session {
                         }
                         Err(error) => {
                             let error = store_error(&error);
-                            metrics.rejected(error.code.as_u16());
+                            metrics.rejected(error.code);
                             error_frame(&error, Some(id))
                         }
                     }
                 }));
             }
         }
-    }
-
-    async fn subscribe(&mut self, subscribe: Subscribe) {
-        let config = self.state.config();
-        let limits = &config.limits;
-        if let Err(error) = subscribe.check_bounds(&limits.protocol()) {
-            self.outbound.push(sub_error_frame(&error, &subscribe.sub_id)).await;
-            return;
-        }
-        if !self.subscriptions.contains(&subscribe.sub_id) && self.subscriptions.len() >= limits.max_subscriptions {
-            let error = ProtocolError::invalid(format!(
-                "a connection holds at most {} subscriptions",
-                limits.max_subscriptions
-            ));
-            self.outbound.push(sub_error_frame(&error, &subscribe.sub_id)).await;
-            return;
-        }
-        let per_connection = limits.max_filter_items_per_connection;
-        if let Err(error) = self.state.fanout.check_filter_items(self.conn, &subscribe, per_connection) {
-            self.outbound.push(sub_error_frame(&error, &subscribe.sub_id)).await;
-            return;
-        }
-        let Subscribe { sub_id, filters, after_seq } = subscribe;
-        self.subscriptions.insert(sub_id.clone());
-        let registered = self.state.fanout.subscribe(
-            self.conn,
-            &sub_id,
-            filters.clone(),
-            self.viewer,
-            self.outbound.clone(),
-            after_seq,
-            limits.outbound_queue,
-        );
-        let sent = match after_seq {
-            None => self.send_newest(&sub_id, filters, registered.snapshot, limits.max_limit).await,
-            Some(after) => self.send_replay(&sub_id, Arc::new(filters), after, registered.snapshot).await,
-        };
-        if let Err(error) = sent {
-            self.state.fanout.unsubscribe(self.conn, &sub_id);
-            self.subscriptions.remove(&sub_id);
-            self.outbound.push(sub_error_frame(&store_error(&error), &sub_id)).await;
-            return;
-        }
-        if !self.state.fanout.contains(self.conn, &sub_id) {
-            return; // replaced or overflowed meanwhile
-        }
-        self.outbound.push(OutFrame::Binary(Frame::Eose { sub_id: sub_id.clone() }.encode())).await;
-        if self.state.fanout.go_live(self.conn, &sub_id).is_err() {
-            self.subscriptions.remove(&sub_id);
-        }
-    }
-
-    async fn send_newest(
-        &self,
-        sub_id: &str,
-        filters: Vec<crate::protocol::Filter>,
-        snapshot: u64,
-        max_limit: u64,
-    ) -> Result<(), StoreError> {
-        let timer = self.state.metrics.query_seconds.start_timer();
-        let rows = self.state.store.query_newest(filters, self.viewer, snapshot, unix_now(), max_limit).await?;
-        timer.observe_duration();
-        for row in rows {
-            self.outbound.push(OutFrame::Binary(encode_event_frame(sub_id, row.seq, &row.raw))).await;
-        }
-        Ok(())
-    }
-
-    async fn send_replay(
-        &self,
-        sub_id: &str,
-        filters: Arc<Vec<crate::protocol::Filter>>,
-        after: u64,
-        snapshot: u64,
-    ) -> Result<(), StoreError> {
-        let mut cursor = after;
-        loop {
-            let timer = self.state.metrics.query_seconds.start_timer();
-            let rows = self
-                .state
-                .store
-                .query_replay_page(filters.clone(), self.viewer, cursor, snapshot, unix_now(), REPLAY_PAGE)
-                .await?;
-            timer.observe_duration();
-            let Some(last) = rows.last().map(|row| row.seq) else {
-                return Ok(());
-            };
-            for row in &rows {
-                self.outbound.push(OutFrame::Binary(encode_event_frame(sub_id, row.seq, &row.raw))).await;
-            }
-            cursor = last;
-        }
-    }
-}
-
-fn store_error(error: &StoreError) -> ProtocolError {
-    match error {
-        StoreError::Duplicate => ProtocolError::new(ErrorCode::Duplicate, "an event with this id is already stored"),
-        StoreError::Storage(reason) => ProtocolError::new(ErrorCode::Internal, format!("storage failure: {reason}")),
-        StoreError::Closed => ProtocolError::new(ErrorCode::Unavailable, "the relay is shutting down"),
     }
 }

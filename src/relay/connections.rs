@@ -7,10 +7,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use super::fanout::ConnId;
 use super::outbound::{OutFrame, Outbound};
+use crate::protocol::close;
 use crate::protocol::frame::{ErrorMessage, Frame};
-use crate::protocol::PublicKey;
+use crate::protocol::{ErrorCode, ProtocolError, PublicKey};
+
+/// Identifies one connection.
+pub type ConnId = u64;
 
 struct Entry {
     ip: IpAddr,
@@ -27,10 +30,7 @@ pub struct Connections {
 
 impl Connections {
     fn lock(&self) -> MutexGuard<'_, HashMap<ConnId, Entry>> {
-        match self.entries.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::sync::lock(&self.entries)
     }
 
     /// Registers a connection unless `max` are already open; returns its kick signal.
@@ -84,28 +84,23 @@ impl Connections {
         self.len() == 0
     }
 
-    /// Closes (403, 1008) every connection whose key `still_allowed` rejects.
+    /// Closes (403, then a policy close) every connection whose key `still_allowed` rejects.
     pub fn kick_disallowed(&self, still_allowed: impl Fn(&PublicKey) -> bool) {
         let disallowed: Vec<PublicKey> = self.keys().into_iter().filter(|key| !still_allowed(key)).collect();
         self.kick(&disallowed);
     }
 
-    /// Sends ERROR 403 and close 1008 to every connection authenticated as one of `keys`.
+    /// Sends ERROR 403 and a policy close ([`close::POLICY`]) to every connection authenticated as one of `keys`.
     pub fn kick(&self, keys: &[PublicKey]) {
         if keys.is_empty() {
             return;
         }
         for entry in self.lock().values() {
             if entry.pubkey.is_some_and(|key| keys.contains(&key)) {
-                let error = ErrorMessage {
-                    code: 403,
-                    message: "restricted: this key was revoked".into(),
-                    id: None,
-                    sub_id: None,
-                    seq: None,
-                };
+                let error = ProtocolError::new(ErrorCode::Restricted, "this key was revoked");
+                let error = ErrorMessage::from_error(&error, None);
                 entry.outbound.push_always(OutFrame::Binary(Frame::Error(error).encode()));
-                entry.outbound.push_always(OutFrame::Close(1008, "revoked".into()));
+                entry.outbound.push_always(OutFrame::Close(close::POLICY, "revoked".into()));
                 entry.kick.notify_one();
             }
         }

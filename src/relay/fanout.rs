@@ -15,16 +15,13 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use bytes::Bytes;
 
 use super::compact::{filter_items, CompactFilter};
+use super::connections::ConnId;
 use super::metrics::Metrics;
 use super::outbound::{OutFrame, Outbound};
-use super::store::{Committed, Viewer};
+use super::store::Committed;
 use crate::protocol::frame::{encode_event_frame, ErrorMessage, Frame, Subscribe};
-use crate::protocol::kind::{is_admin, is_direct_message};
-use crate::protocol::tags::p_keys;
-use crate::protocol::{Event, Filter, ProtocolError};
+use crate::protocol::{visible, ErrorCode, Event, Filter, ProtocolError, Viewer};
 
-/// Identifies one connection.
-pub type ConnId = u64;
 type SubKey = u64;
 
 /// Where a subscription is in its life.
@@ -101,17 +98,6 @@ fn slots_of(event: &Event) -> impl Iterator<Item = Slot> + '_ {
         .chain(tags)
 }
 
-/// DM and admin visibility (spec §9.3).
-pub fn visible(viewer: &Viewer, event: &Event) -> bool {
-    if is_admin(event.kind) {
-        return viewer.is_admin;
-    }
-    if is_direct_message(event.kind) {
-        return viewer.pubkey == event.pubkey || p_keys(event).any(|key| key == viewer.pubkey);
-    }
-    true
-}
-
 #[derive(Default)]
 struct Registry {
     subscriptions: HashMap<SubKey, Subscription>,
@@ -148,11 +134,12 @@ pub struct Fanout {
 pub fn overflow_frame(sub_id: &str, resume: u64) -> OutFrame {
     OutFrame::Binary(
         Frame::Error(ErrorMessage {
-            code: 503,
+            code: ErrorCode::Unavailable.as_u16(),
             message: "overflow: subscription could not keep up; resubscribe with after_seq".into(),
             id: None,
             sub_id: Some(sub_id.to_owned()),
             seq: Some(resume),
+            retry_after_ms: None,
         })
         .encode(),
     )
@@ -260,10 +247,7 @@ impl Fanout {
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
-        match self.registry.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::sync::lock(&self.registry)
     }
 
     /// Sets the highest committed seq at startup.

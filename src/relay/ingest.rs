@@ -72,11 +72,16 @@ pub fn admit(
             limits.max_future_skew_secs
         ))));
     }
-    if !publisher.limiter.allow(publisher.key, limits.publish_per_second, limits.publish_burst, Instant::now()) {
-        return Err(reject(ProtocolError::new(
-            ErrorCode::RateLimited,
-            format!("at most {} events per second per key", limits.publish_per_second),
-        )));
+    if let Err(wait) =
+        publisher.limiter.try_take(publisher.key, limits.publish_per_second, limits.publish_burst, Instant::now())
+    {
+        return Err(reject(
+            ProtocolError::new(
+                ErrorCode::RateLimited,
+                format!("at most {} events per second per key", limits.publish_per_second),
+            )
+            .retry_after(wait),
+        ));
     }
     if is_admin(event.kind) {
         access.check_admin_event(&event).map_err(reject)?;

@@ -37,10 +37,7 @@ impl KeyCache {
     }
 
     fn with_keys<T>(&self, work: impl FnOnce(&mut HashMap<PublicKey, Decoded>) -> T) -> T {
-        match self.keys.lock() {
-            Ok(mut keys) => work(&mut keys),
-            Err(poisoned) => work(&mut poisoned.into_inner()),
-        }
+        work(&mut crate::sync::lock(&self.keys))
     }
 
     /// Spec §3's signature rule for the event's signature over its id (the same verdict as

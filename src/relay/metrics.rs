@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use crate::protocol::ErrorCode;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -74,7 +75,7 @@ impl Metrics {
             authenticated: gauge(&registry, "axon_authenticated_connections", "Connections that completed AUTH"),
             subscriptions: gauge(&registry, "axon_subscriptions", "Live subscriptions"),
             events_accepted: counter(&registry, "axon_events_accepted_total", "Events acknowledged with OK"),
-            events_rejected: register(&registry, rejected),
+            events_rejected: register(&registry, zeroed_by_code(rejected)),
             deliveries: counter(&registry, "axon_fanout_deliveries_total", "EVENT frames queued to live subscriptions"),
             overflows: counter(&registry, "axon_subscription_overflows_total", "Subscriptions ended by overflow"),
             write_batch_size: histogram(
@@ -108,8 +109,8 @@ impl Metrics {
     }
 
     /// Counts a rejected event.
-    pub fn rejected(&self, code: u16) {
-        self.events_rejected.with_label_values(&[&code.to_string()]).inc();
+    pub fn rejected(&self, code: ErrorCode) {
+        self.events_rejected.with_label_values(&[&code.as_u16().to_string()]).inc();
     }
 
     /// The Prometheus text exposition, with scrape-time gauges refreshed.
@@ -130,5 +131,28 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Creates every code's series at 0, so each appears in `/metrics` from the start
+/// (Prometheus convention: a rate over a series that appears late misses its first step).
+fn zeroed_by_code(counters: IntCounterVec) -> IntCounterVec {
+    for code in ErrorCode::ALL {
+        counters.with_label_values(&[&code.as_u16().to_string()]);
+    }
+    counters
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rejection_code_is_exported_at_zero_from_the_start() {
+        let text = Metrics::new().render(Path::new("/nonexistent/axon.db"), 0);
+        for code in ErrorCode::ALL {
+            let line = format!("axon_events_rejected_total{{code=\"{}\"}} 0", code.as_u16());
+            assert!(text.contains(&line), "{line} missing");
+        }
     }
 }

@@ -15,13 +15,18 @@ pub mod memory;
 pub mod metrics;
 pub mod outbound;
 pub mod rate;
+pub mod reply;
+pub mod retry;
+pub mod rewind;
 pub mod server;
 pub mod store;
+pub mod subscriptions;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
@@ -87,10 +92,7 @@ pub struct RelayState {
 impl RelayState {
     /// The configuration in force.
     pub fn config(&self) -> Arc<RelayConfig> {
-        match self.config.read() {
-            Ok(config) => config.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        crate::sync::read(&self.config).clone()
     }
 
     /// A fresh connection id.
@@ -116,10 +118,7 @@ impl RelayState {
             }
         }
         self.access.set_static(config.admin_keys()?, config.allowlist_keys()?);
-        match self.config.write() {
-            Ok(mut slot) => *slot = Arc::new(config),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(config),
-        }
+        *crate::sync::write(&self.config) = Arc::new(config);
         self.connections.kick_disallowed(|key| self.access.is_allowed(key));
         Ok(())
     }
@@ -130,10 +129,7 @@ impl RelayState {
     }
 }
 
-/// Current unix time in seconds.
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_secs()).unwrap_or(0)
-}
+pub use crate::clock::unix_now;
 
 /// Runs after each commit on the writer thread: admin changes, revokes, fan-out.
 struct RelayHook {
@@ -186,7 +182,7 @@ impl RelayHandle {
     }
 
     /// Applies a new configuration (SIGHUP): admins, allowlist, limits and retention take
-    /// effect at once; connections of keys no longer allowed are closed (403, 1008), all
+    /// effect at once; connections of keys no longer allowed are closed (403, then a policy close), all
     /// others stay. `addr` and `db` cannot change while running: a change is refused.
     pub fn reload(&self, config: RelayConfig) -> Result<(), ConfigError> {
         self.state.reload(config)
@@ -220,7 +216,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
         metrics: metrics.clone(),
         health: health.clone(),
     };
-    let store = Store::open(&config.db, Box::new(hook))?;
+    let store = Store::open_sqlite(&config.db, Box::new(hook))?;
     replay_admin_log(&store, &access)?;
     fanout.set_fanned_through(store.last_seq()?);
     let addr = config.addr.clone();

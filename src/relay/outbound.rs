@@ -94,10 +94,7 @@ impl Outbound {
     }
 
     fn with_state<T>(&self, work: impl FnOnce(&mut State) -> T) -> T {
-        match self.state.lock() {
-            Ok(mut state) => work(&mut state),
-            Err(poisoned) => work(&mut poisoned.into_inner()),
-        }
+        work(&mut crate::sync::lock(&self.state))
     }
 
     /// Queues `frame` unless the queue is full or closed, handing it back if not.

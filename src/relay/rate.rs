@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Buckets beyond this many trigger a sweep of the idle (full) ones.
 const SWEEP_AT: usize = 10_000;
@@ -31,15 +31,18 @@ impl<K: Hash + Eq + Copy> RateLimiter<K> {
     /// Takes one token for `key` if there is one. `per_second` 0 means unlimited;
     /// `burst` 0 means a burst of one second's worth.
     pub fn allow(&self, key: K, per_second: u32, burst: u32, now: Instant) -> bool {
+        self.try_take(key, per_second, burst, now).is_ok()
+    }
+
+    /// Like [`RateLimiter::allow`], but a refusal says how long until the bucket holds
+    /// the next token (the retry hint of spec §15).
+    pub fn try_take(&self, key: K, per_second: u32, burst: u32, now: Instant) -> Result<(), Duration> {
         if per_second == 0 {
-            return true;
+            return Ok(());
         }
         let capacity = if burst == 0 { per_second } else { burst } as f64;
         let rate = per_second as f64;
-        let mut buckets = match self.buckets.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut buckets = crate::sync::lock(&self.buckets);
         if buckets.len() >= SWEEP_AT {
             buckets
                 .retain(|_, bucket| bucket.tokens + rate * now.duration_since(bucket.updated).as_secs_f64() < capacity);
@@ -50,9 +53,9 @@ impl<K: Hash + Eq + Copy> RateLimiter<K> {
         bucket.updated = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
-            true
+            Ok(())
         } else {
-            false
+            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
         }
     }
 }
@@ -60,7 +63,6 @@ impl<K: Hash + Eq + Copy> RateLimiter<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn burst_then_refill() {
@@ -71,6 +73,19 @@ mod tests {
         assert!(limiter.allow(2u8, 2, 5, start), "keys are independent");
         assert!(!limiter.allow(1u8, 2, 5, start + Duration::from_millis(400)));
         assert!(limiter.allow(1u8, 2, 5, start + Duration::from_millis(500)), "one token after 0.5 s at 2/s");
+    }
+
+    #[test]
+    fn refusal_says_when_the_next_token_comes() {
+        let limiter = RateLimiter::default();
+        let start = Instant::now();
+        assert_eq!(limiter.try_take(1u8, 4, 1, start), Ok(()));
+        let wait = limiter.try_take(1u8, 4, 1, start).expect_err("bucket empty");
+        assert!((wait.as_secs_f64() - 0.25).abs() < 1e-6, "{wait:?}");
+        let later = start + Duration::from_millis(100);
+        let wait = limiter.try_take(1u8, 4, 1, later).expect_err("still empty");
+        assert!((wait.as_secs_f64() - 0.15).abs() < 1e-6, "{wait:?}");
+        assert_eq!(limiter.try_take(1u8, 4, 1, start + Duration::from_millis(250)), Ok(()));
     }
 
     #[test]

@@ -12,9 +12,11 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::http::{read_head, refuse, respond, route, Response as HttpResponse, Rewind};
+use super::http::{read_head, refuse, respond, route, Response as HttpResponse};
+use super::rewind::Rewind;
 use super::store::{Prune, StoreError};
-use super::{connection, unix_now, RelayState};
+use super::{connection, RelayState};
+use crate::clock::unix_now;
 
 /// The WebSocket subprotocol a client may offer; the relay echoes it.
 pub const SUBPROTOCOL: &str = "axon.v1";

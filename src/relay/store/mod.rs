@@ -1,29 +1,43 @@
-//! SQLite storage: one writer thread that commits in groups, and a pool of readers.
+//! The event log behind the relay: a storage seam ([`EventStore`]) and the handle the
+//! relay holds ([`Store`]). SQLite ([`sqlite::SqliteStore`]) is one implementation.
+//!
+//! # The contract every [`EventStore`] keeps
+//!
+//! - **Seq.** Each stored event gets a `seq`, strictly increasing in commit order and never
+//!   reused, also after deletions ([`EventStore::last_seq`] counts deleted events too).
+//! - **Commit hook.** After each commit the backend calls [`CommitHook::committed`] once
+//!   with that commit's events in seq order, on one thread, before it answers any of their
+//!   [`PendingCommit`]s — so an OK is never sent before the hook (admin changes, fan-out)
+//!   has seen its event, and the hook sees every commit exactly once, in order.
+//! - **Durability.** A [`PendingCommit`] resolves `Ok(seq)` only once the event survives
+//!   a crash of the relay process. A failed batch stores nothing of it.
+//! - **Order.** Events submitted one after another (each `submit` awaited before the next)
+//!   get increasing seqs.
+//! - **Duplicates.** An id already stored resolves [`StoreError::Duplicate`] and changes
+//!   nothing.
+//! - **Queries** apply visibility (spec §9.3, [`crate::protocol::visibility`]), expiry
+//!   (spec §4) and the seq window they are given. Query methods block: call them from a
+//!   blocking thread ([`Store`] does).
 
-mod checkpoint;
-mod query;
-mod schema;
-mod writer;
+pub mod sqlite;
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use rusqlite::{Connection, OpenFlags};
-use tokio::sync::{mpsc, oneshot};
+use futures_util::future::BoxFuture;
+use tokio::sync::oneshot;
 
 use crate::protocol::{Event, Filter};
 
-pub use query::Viewer;
-pub use writer::{BatchStats, CommitHook};
+pub use crate::protocol::Viewer;
+pub use sqlite::SqliteStore;
 
-/// Events the writer takes per transaction at most.
-pub const MAX_BATCH: usize = 1024;
 /// Rows deleted per pruning transaction.
 pub const PRUNE_BATCH: usize = 1000;
 
-/// Which stored events to delete. Admin events (9000–9099) are only ever deleted by
-/// `Expired`: they are the allowlist's log.
+/// Which stored events to delete. Admin events are only ever deleted by `Expired`: they
+/// are the allowlist's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prune {
     /// `expires_at` ≤ `now`.
@@ -47,16 +61,22 @@ pub enum Prune {
     },
 }
 
-/// Capacity of the writer's queue: publishers wait (backpressure) when it is full.
-const WRITE_QUEUE: usize = 8192;
-
 /// Why storage could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// An event with this id is already stored.
     #[error("an event with this id is already stored")]
     Duplicate,
-    /// SQLite failed; nothing of the batch was stored.
+    /// The disk (or the database's size limit) is full; nothing of the batch was stored.
+    #[error("disk full: {0}")]
+    Full(String),
+    /// The database file is damaged or is not a database.
+    #[error("database corrupt: {0}")]
+    Corrupt(String),
+    /// Another process held the database locked for longer than the busy timeout.
+    #[error("database busy: {0}")]
+    Busy(String),
+    /// Any other storage failure; nothing of the batch was stored.
     #[error("storage failure: {0}")]
     Storage(String),
     /// The writer has stopped (shutting down).
@@ -64,9 +84,17 @@ pub enum StoreError {
     Closed,
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(error: rusqlite::Error) -> Self {
-        StoreError::Storage(error.to_string())
+impl StoreError {
+    /// A short name of the failure class, for the operator log and metrics.
+    pub fn class(&self) -> &'static str {
+        match self {
+            StoreError::Duplicate => "duplicate",
+            StoreError::Full(_) => "disk-full",
+            StoreError::Corrupt(_) => "corrupt",
+            StoreError::Busy(_) => "busy",
+            StoreError::Storage(_) => "storage",
+            StoreError::Closed => "closed",
+        }
     }
 }
 
@@ -99,13 +127,38 @@ pub struct StoredRow {
     pub raw: Bytes,
 }
 
-enum WriteRequest {
-    Insert { accepted: Arc<Accepted>, reply: oneshot::Sender<Result<u64, StoreError>> },
-    Prune { rule: Prune, limit: usize, reply: oneshot::Sender<Result<usize, StoreError>> },
+/// Called after a commit, with the batch's events in seq order, before any of them is
+/// acknowledged (see the contract above).
+pub trait CommitHook: Send + 'static {
+    /// The events just committed, and the transaction's size and time.
+    fn committed(&mut self, events: &[Committed], stats: BatchStats);
+
+    /// A write batch failed; nothing of it was stored and every request gets `error`.
+    fn failed(&mut self, _error: &StoreError) {}
 }
 
-/// The writer's answer to a submitted event, still to come.
+/// What one write transaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Insert requests in the transaction (duplicates included).
+    pub requests: usize,
+    /// Time from BEGIN to the end of COMMIT.
+    pub elapsed: std::time::Duration,
+}
+
+/// The sending half of a [`PendingCommit`], kept by the backend until it answers.
+pub type CommitReply = oneshot::Sender<Result<u64, StoreError>>;
+
+/// The backend's answer to a submitted event, still to come.
 pub struct PendingCommit(oneshot::Receiver<Result<u64, StoreError>>);
+
+impl PendingCommit {
+    /// A pending answer and the reply the backend sends it through.
+    pub fn channel() -> (CommitReply, PendingCommit) {
+        let (reply, receiver) = oneshot::channel();
+        (reply, PendingCommit(receiver))
+    }
+}
 
 impl std::future::Future for PendingCommit {
     type Output = Result<u64, StoreError>;
@@ -115,47 +168,92 @@ impl std::future::Future for PendingCommit {
     }
 }
 
-/// Handle to the database: cheap to clone.
-#[derive(Clone)]
-pub struct Store {
-    path: PathBuf,
-    writes: mpsc::Sender<WriteRequest>,
-    readers: Arc<Mutex<Vec<Connection>>>,
-    /// Dropped with the last clone, which stops the checkpoint thread.
-    _checkpoints: Arc<std::sync::mpsc::Sender<()>>,
+/// Progress of a backup: units (pages for SQLite) copied of the total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupProgress {
+    /// Copied so far.
+    pub done: u64,
+    /// In all.
+    pub total: u64,
 }
 
-fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    let connection = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    schema::configure(&connection)?;
-    Ok(connection)
+/// What a finished backup holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupReport {
+    /// Units (pages for SQLite) copied.
+    pub pages: u64,
+    /// Events in the copy and the highest seq among them; `None` if the copy has no
+    /// event log (not an Axon database).
+    pub events: Option<(u64, u64)>,
+}
+
+/// A stored-phase query (spec §9.2): which filters, who asks, the seq window and the
+/// clock for expiry.
+#[derive(Debug, Clone, Copy)]
+pub struct Window<'a> {
+    /// The subscription's filters.
+    pub filters: &'a [Filter],
+    /// Who asks (visibility, spec §9.3).
+    pub viewer: &'a Viewer,
+    /// Only events with seq > `after`.
+    pub after: u64,
+    /// Only events with seq ≤ `snapshot`.
+    pub snapshot: u64,
+    /// Unix seconds: events with `expires_at` ≤ `now` are left out.
+    pub now: u64,
+}
+
+/// The storage seam: what the relay needs from an event log (see the module docs for the
+/// contract). Methods returning a future run on the backend's writer; the others block.
+pub trait EventStore: Send + Sync + 'static {
+    /// Queues an event for the writer, waiting for room (backpressure), and returns the
+    /// pending answer: `Ok(seq)` once committed and the hook has run.
+    fn submit(&self, accepted: Arc<Accepted>) -> BoxFuture<'_, Result<PendingCommit, StoreError>>;
+
+    /// Deletes up to `limit` events `rule` selects, in one short transaction ordered with
+    /// the inserts around it; returns how many.
+    fn prune_batch(&self, rule: Prune, limit: usize) -> BoxFuture<'_, Result<usize, StoreError>>;
+
+    /// Each filter's newest `limit` events (at most `max_limit`) in the window, merged
+    /// without duplicates, newest first (created_at, then seq, descending).
+    fn newest(&self, window: &Window<'_>, max_limit: u64) -> Result<Vec<StoredRow>, StoreError>;
+
+    /// Up to `page` events matching any filter in the window, oldest first by seq.
+    fn replay_page(&self, window: &Window<'_>, page: usize) -> Result<Vec<StoredRow>, StoreError>;
+
+    /// The highest seq ever assigned (0 for an empty log), deleted events included.
+    fn last_seq(&self) -> Result<u64, StoreError>;
+
+    /// Every stored admin event in seq order (replayed at startup, spec §10).
+    fn admin_log(&self) -> Result<Vec<StoredRow>, StoreError>;
+
+    /// Writes a consistent copy of the whole log to `destination` while writes go on.
+    fn backup(&self, destination: &Path, progress: &mut dyn FnMut(BackupProgress)) -> Result<BackupReport, StoreError>;
+
+    /// Makes the on-disk state self-contained (SQLite: folds the WAL into the file).
+    fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// The relay's handle to its event log: cheap to clone, async where the relay needs it.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<dyn EventStore>,
 }
 
 impl Store {
-    /// Opens (creating and migrating) the database and starts the writer thread.
-    /// `hook` runs on the writer thread after each commit, in seq order, before any OK.
-    pub fn open(path: &Path, hook: Box<dyn CommitHook>) -> Result<Store, StoreError> {
-        let mut connection = open_connection(path)?;
-        schema::migrate(&mut connection)?;
-        connection.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let (writes, receiver) = mpsc::channel(WRITE_QUEUE);
-        writer::spawn(connection, receiver, hook)?;
-        let (stop_checkpoints, stop) = std::sync::mpsc::channel();
-        checkpoint::spawn(path, stop)?;
-        Ok(Store {
-            path: path.to_path_buf(),
-            writes,
-            readers: Arc::new(Mutex::new(Vec::new())),
-            _checkpoints: Arc::new(stop_checkpoints),
-        })
+    /// Wraps a backend.
+    pub fn new(backend: Arc<dyn EventStore>) -> Store {
+        Store { backend }
     }
 
-    /// The highest seq ever assigned (0 for an empty log).
+    /// Opens (creating and migrating) a SQLite database; `hook` runs after each commit.
+    pub fn open_sqlite(path: &Path, hook: Box<dyn CommitHook>) -> Result<Store, StoreError> {
+        Ok(Store::new(Arc::new(SqliteStore::open(path, hook)?)))
+    }
+
+    /// The highest seq ever assigned (0 for an empty log). Blocking.
     pub fn last_seq(&self) -> Result<u64, StoreError> {
-        self.read(query::last_seq)
+        self.backend.last_seq()
     }
 
     /// Stores an event; resolves once it is committed (Ok(seq)) or refused.
@@ -166,9 +264,7 @@ impl Store {
     /// Queues an event for the writer (waiting for room in the queue) and returns the
     /// pending answer. Events submitted one after another get increasing seqs.
     pub async fn submit(&self, accepted: Arc<Accepted>) -> Result<PendingCommit, StoreError> {
-        let (reply, receiver) = oneshot::channel();
-        self.writes.send(WriteRequest::Insert { accepted, reply }).await.map_err(|_| StoreError::Closed)?;
-        Ok(PendingCommit(receiver))
+        self.backend.submit(accepted).await
     }
 
     /// Deletes events whose `expires_at` is ≤ `now`; returns how many.
@@ -181,10 +277,7 @@ impl Store {
     pub async fn prune(&self, rule: Prune) -> Result<usize, StoreError> {
         let mut total = 0;
         loop {
-            let (reply, receiver) = oneshot::channel();
-            let request = WriteRequest::Prune { rule, limit: PRUNE_BATCH, reply };
-            self.writes.send(request).await.map_err(|_| StoreError::Closed)?;
-            let deleted = receiver.await.map_err(|_| StoreError::Closed)??;
+            let deleted = self.backend.prune_batch(rule, PRUNE_BATCH).await?;
             total += deleted;
             if deleted < PRUNE_BATCH {
                 return Ok(total);
@@ -192,26 +285,9 @@ impl Store {
         }
     }
 
-    /// Copies the whole WAL into the database file and empties it (blocking).
+    /// Makes the on-disk state self-contained (blocking).
     pub fn checkpoint_truncate(&self) -> Result<(), StoreError> {
-        self.read(|connection| {
-            connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-            Ok(())
-        })
-    }
-
-    /// Runs `work` on a pooled read connection (blocking: call from a blocking thread).
-    pub fn read<T>(&self, work: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let pooled = self.readers.lock().map_err(|_| StoreError::Storage("reader pool poisoned".into()))?.pop();
-        let connection = match pooled {
-            Some(connection) => connection,
-            None => open_connection(&self.path)?,
-        };
-        let result = work(&connection);
-        if let Ok(mut pool) = self.readers.lock() {
-            pool.push(connection);
-        }
-        result
+        self.backend.flush()
     }
 
     /// Stored phase without `after_seq` (spec §9.2): each filter's newest `limit` events
@@ -224,9 +300,10 @@ impl Store {
         now: u64,
         max_limit: u64,
     ) -> Result<Vec<StoredRow>, StoreError> {
-        let store = self.clone();
+        let backend = self.backend.clone();
         blocking(move || {
-            store.read(|connection| query::newest(connection, &filters, &viewer, snapshot, now, max_limit))
+            let window = Window { filters: &filters, viewer: &viewer, after: 0, snapshot, now };
+            backend.newest(&window, max_limit)
         })
         .await
     }
@@ -242,16 +319,26 @@ impl Store {
         now: u64,
         page: usize,
     ) -> Result<Vec<StoredRow>, StoreError> {
-        let store = self.clone();
+        let backend = self.backend.clone();
         blocking(move || {
-            store.read(|connection| query::replay_page(connection, &filters, &viewer, after, snapshot, now, page))
+            let window = Window { filters: &filters, viewer: &viewer, after, snapshot, now };
+            backend.replay_page(&window, page)
         })
         .await
     }
 
-    /// Every stored admin event (kinds 9000–9099) in seq order, for replay at startup.
+    /// Every stored admin event in seq order, for replay at startup. Blocking.
     pub fn admin_log(&self) -> Result<Vec<StoredRow>, StoreError> {
-        self.read(query::admin_log)
+        self.backend.admin_log()
+    }
+
+    /// A consistent copy of the log at `destination` (blocking).
+    pub fn backup(
+        &self,
+        destination: &Path,
+        progress: &mut dyn FnMut(BackupProgress),
+    ) -> Result<BackupReport, StoreError> {
+        self.backend.backup(destination, progress)
     }
 }
 

@@ -6,26 +6,8 @@ use std::sync::Arc;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Accepted, Committed, Prune, StoreError, WriteRequest, MAX_BATCH};
-
-/// Called on the writer thread after a commit, with the batch's events in seq order,
-/// before any of them is acknowledged.
-pub trait CommitHook: Send + 'static {
-    /// The events just committed, and the transaction's size and time.
-    fn committed(&mut self, events: &[Committed], stats: BatchStats);
-
-    /// A write batch failed; nothing of it was stored and every request gets `error`.
-    fn failed(&mut self, _error: &StoreError) {}
-}
-
-/// What one write transaction did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BatchStats {
-    /// Insert requests in the transaction (duplicates included).
-    pub requests: usize,
-    /// Time from BEGIN to the end of COMMIT.
-    pub elapsed: std::time::Duration,
-}
+use super::{Accepted, BatchStats, CommitHook, Committed, Prune, StoreError, WriteRequest, MAX_BATCH};
+use crate::protocol::visibility::admin_kinds;
 
 /// Starts the writer thread.
 pub fn spawn(
@@ -83,7 +65,7 @@ fn commit_batch(connection: &mut Connection, inserts: &mut Vec<(Arc<Accepted>, R
             }
         }
         Err(error) => {
-            tracing::error!(%error, events = inserts.len(), "write batch failed; nothing of it was stored");
+            tracing::error!(%error, class = error.class(), events = inserts.len(), "write batch failed; nothing of it was stored");
             hook.failed(&error);
             for (_, reply) in inserts.drain(..) {
                 let _ = reply.send(Err(error.clone()));
@@ -130,22 +112,23 @@ fn insert_all(connection: &mut Connection, inserts: &[(Arc<Accepted>, Reply)]) -
 
 /// Deletes up to `limit` events selected by `rule` (and their tag rows) in one transaction.
 fn prune(connection: &mut Connection, rule: Prune, limit: usize) -> Result<usize, StoreError> {
-    const NOT_ADMIN: &str = "kind NOT BETWEEN 9000 AND 9099";
+    let admin = admin_kinds();
+    let not_admin = format!("kind NOT BETWEEN {} AND {}", admin.start(), admin.end());
     let clamp = |value: u64| value.min(i64::MAX as u64) as i64;
     let transaction = connection.transaction()?;
     let (condition, params): (String, Vec<i64>) = match rule {
         Prune::Expired { now } => ("expires_at IS NOT NULL AND expires_at <= ?1".into(), vec![clamp(now)]),
         Prune::OlderThan { first, last, before } => (
-            format!("kind BETWEEN ?1 AND ?2 AND created_at < ?3 AND {NOT_ADMIN}"),
+            format!("kind BETWEEN ?1 AND ?2 AND created_at < ?3 AND {not_admin}"),
             vec![first as i64, last as i64, clamp(before)],
         ),
         Prune::Beyond { keep } => {
             let count: i64 =
                 transaction
-                    .query_row(&format!("SELECT COUNT(*) FROM events WHERE {NOT_ADMIN}"), [], |row| row.get(0))?;
+                    .query_row(&format!("SELECT COUNT(*) FROM events WHERE {not_admin}"), [], |row| row.get(0))?;
             let excess = (count - clamp(keep)).max(0);
             (
-                format!("{NOT_ADMIN} AND seq IN (SELECT seq FROM events WHERE {NOT_ADMIN} ORDER BY seq LIMIT ?1)"),
+                format!("{not_admin} AND seq IN (SELECT seq FROM events WHERE {not_admin} ORDER BY seq LIMIT ?1)"),
                 vec![excess],
             )
         }

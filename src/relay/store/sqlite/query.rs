@@ -8,16 +8,9 @@ use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection};
 
 use super::{StoreError, StoredRow};
-use crate::protocol::{Filter, PublicKey};
-
-/// Who is asking: decides which DM and admin events are visible.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Viewer {
-    /// The authenticated key.
-    pub pubkey: PublicKey,
-    /// Whether that key is an admin.
-    pub is_admin: bool,
-}
+use crate::protocol::tags::P;
+use crate::protocol::visibility::{admin_kinds, dm_kinds};
+use crate::protocol::{Filter, Viewer};
 
 /// SQL text plus its parameters, built up piece by piece.
 #[derive(Default)]
@@ -151,12 +144,23 @@ fn push_common(sql: &mut Sql, viewer: &Viewer, after: u64, snapshot: u64, now: u
     sql.push(" AND e.seq > ").bind(Value::Integer(clamp_limit(after)));
     sql.push(" AND e.seq <= ").bind(Value::Integer(clamp_limit(snapshot)));
     sql.push(" AND (e.expires_at IS NULL OR e.expires_at > ").bind(Value::Integer(clamp_limit(now))).push(")");
-    sql.push(" AND (e.kind < 2000 OR e.kind > 2999 OR e.pubkey = ").bind(Value::Blob(viewer.pubkey.to_vec()));
+    push_visibility(sql, viewer);
+}
+
+/// Visibility (spec §9.3, [`crate::protocol::visibility`]): the kind bounds come from the
+/// kind table and are bound as parameters.
+fn push_visibility(sql: &mut Sql, viewer: &Viewer) {
+    let dm = dm_kinds();
+    sql.push(" AND (e.kind < ").bind(Value::Integer(i64::from(*dm.start())));
+    sql.push(" OR e.kind > ").bind(Value::Integer(i64::from(*dm.end())));
+    sql.push(" OR e.pubkey = ").bind(Value::Blob(viewer.pubkey.to_vec()));
     sql.push(" OR ");
-    push_tag_probe(sql, "p", &[hex::encode(viewer.pubkey)]);
+    push_tag_probe(sql, P, &[hex::encode(viewer.pubkey)]);
     sql.push(")");
     if !viewer.is_admin {
-        sql.push(" AND (e.kind < 9000 OR e.kind > 9099)");
+        let admin = admin_kinds();
+        sql.push(" AND (e.kind < ").bind(Value::Integer(i64::from(*admin.start())));
+        sql.push(" OR e.kind > ").bind(Value::Integer(i64::from(*admin.end()))).push(")");
     }
 }
 
@@ -321,10 +325,11 @@ pub fn last_seq(connection: &Connection) -> Result<u64, StoreError> {
 
 /// Every admin event, oldest first.
 pub fn admin_log(connection: &Connection) -> Result<Vec<StoredRow>, StoreError> {
-    let sql = Sql {
-        text: "SELECT seq, raw, created_at FROM events WHERE kind BETWEEN 9000 AND 9099 ORDER BY seq ASC".into(),
-        params: vec![],
-    };
+    let admin = admin_kinds();
+    let mut sql = Sql::default();
+    sql.push("SELECT seq, raw, created_at FROM events WHERE kind BETWEEN ")
+        .bind(Value::Integer(i64::from(*admin.start())));
+    sql.push(" AND ").bind(Value::Integer(i64::from(*admin.end()))).push(" ORDER BY seq ASC");
     Ok(rows(connection, &sql)?.into_iter().map(|(row, _)| row).collect())
 }
 

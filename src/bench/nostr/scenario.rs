@@ -1,258 +1,27 @@
-//! The Nostr side of `--nostr ws://...`: the ingest, fan-out and query scenarios with the
-//! same event count, content size, tag shape (t, p, e), connections and pipelining, spoken
-//! as NIP-01 JSON with BIP-340 Schnorr signatures (k256), so Axon and a Nostr relay are
-//! measured in one run on one machine. Built only with the `nostr-bench` feature.
-//!
-//! Differences that cannot be avoided: Nostr has no AUTH on these relays (connections are
-//! anonymous), no `after_seq` replay (the replay query is skipped), and content is a
-//! string, so the index/timestamp head is written as 32 hex characters.
+//! The scenarios against a Nostr relay: ingest, fan-out and the query session.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::FuturesUnordered;
-use futures_util::{SinkExt, StreamExt};
-use k256::schnorr::SigningKey;
-use serde::de::IgnoredAny;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use futures_util::StreamExt;
+use tokio::sync::{oneshot, watch};
 
-use crate::relay::unix_now;
+use crate::clock::unix_now;
 
-use super::fanout::{
+use super::client::{Incoming, NostrClient, NostrLean};
+use super::event::*;
+use crate::bench::fanout::{
     await_deliveries, on_own_thread, scheduled_publisher, FanoutParams, PubOutcome, Shared, SubOutcome,
 };
-use super::gen::{cores, pseudo_id, run_nonce};
-use super::ingest::{ConnOutcome, IngestParams};
-use super::query::{QueryKind, QueryParams, Series, KINDS, TOPICS};
-use super::stats::{Latency, Metrics, Report};
-use super::BenchResult;
-
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use crate::bench::gen::{pseudo_id, run_nonce};
+use crate::bench::ingest::{ConnOutcome, IngestParams};
+use crate::bench::query::{QueryKind, QueryParams, Series, KINDS, TOPICS};
+use crate::bench::stats::{Latency, Metrics, Report};
+use crate::cli::CliResult;
 
 /// How long a Nostr query may take to reach EOSE before it is counted as dropped.
 const NOSTR_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A signed NIP-01 event.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NostrEvent {
-    /// Hex SHA-256 of the serialized event.
-    pub id: String,
-    /// Hex x-only public key.
-    pub pubkey: String,
-    /// Unix seconds.
-    pub created_at: u64,
-    /// Kind.
-    pub kind: u16,
-    /// Tags as arrays of strings.
-    pub tags: Vec<Vec<String>>,
-    /// Content.
-    pub content: String,
-    /// Hex BIP-340 signature over the id.
-    pub sig: String,
-}
-
-/// A Nostr key: the secret key and its hex x-only public key.
-#[derive(Clone)]
-pub struct NostrKey {
-    secret: SigningKey,
-    /// Hex x-only public key.
-    pub pubkey: String,
-}
-
-impl NostrKey {
-    /// A fresh random key.
-    pub fn random() -> NostrKey {
-        let secret = SigningKey::random(&mut rand::rngs::OsRng);
-        let pubkey = hex::encode(secret.verifying_key().to_bytes());
-        NostrKey { secret, pubkey }
-    }
-}
-
-/// What to sign.
-pub struct NostrDraft {
-    /// Index into the key list.
-    pub key: usize,
-    /// Unix seconds.
-    pub created_at: u64,
-    /// Kind.
-    pub kind: u16,
-    /// Tags.
-    pub tags: Vec<Vec<String>>,
-    /// Content.
-    pub content: String,
-}
-
-/// Signs an event (NIP-01 id, BIP-340 signature).
-pub fn sign(key: &NostrKey, draft: NostrDraft) -> BenchResult<NostrEvent> {
-    let serialized =
-        serde_json::to_string(&(0, &key.pubkey, draft.created_at, draft.kind, &draft.tags, &draft.content))?;
-    let id: [u8; 32] = Sha256::digest(serialized.as_bytes()).into();
-    let aux: [u8; 32] = rand::random();
-    let sig = key.secret.sign_raw(&id, &aux).map_err(|error| format!("BIP-340 signing failed: {error}"))?;
-    Ok(NostrEvent {
-        id: hex::encode(id),
-        pubkey: key.pubkey.clone(),
-        created_at: draft.created_at,
-        kind: draft.kind,
-        tags: draft.tags,
-        content: draft.content,
-        sig: hex::encode(sig.to_bytes()),
-    })
-}
-
-/// Checks an event's id and signature (for tests and the ceiling of this side).
-pub fn verify(event: &NostrEvent) -> BenchResult<()> {
-    let serialized =
-        serde_json::to_string(&(0, &event.pubkey, event.created_at, event.kind, &event.tags, &event.content))?;
-    let id: [u8; 32] = Sha256::digest(serialized.as_bytes()).into();
-    if hex::encode(id) != event.id {
-        return Err("id mismatch".into());
-    }
-    let mut pubkey = [0u8; 32];
-    hex::decode_to_slice(&event.pubkey, &mut pubkey)?;
-    let mut sig = [0u8; 64];
-    hex::decode_to_slice(&event.sig, &mut sig)?;
-    let key = k256::schnorr::VerifyingKey::from_bytes(&pubkey).map_err(|error| format!("bad pubkey: {error}"))?;
-    let sig = k256::schnorr::Signature::try_from(&sig[..]).map_err(|error| format!("bad signature: {error}"))?;
-    key.verify_raw(&id, &sig).map_err(|error| format!("signature does not verify: {error}"))?;
-    Ok(())
-}
-
-/// An event ready to send: its id and the whole `["EVENT", {...}]` text.
-#[derive(Debug, Clone)]
-pub struct NostrPrepared {
-    /// Hex id (routes the OK).
-    pub id: String,
-    /// The client message.
-    pub frame: String,
-}
-
-/// Signs `count` drafts on every core, in index order, and builds the EVENT messages.
-pub fn prepare_all<F>(count: usize, keys: &[NostrKey], draft: F) -> BenchResult<Vec<NostrPrepared>>
-where
-    F: Fn(usize) -> NostrDraft + Sync,
-{
-    let threads = cores().min(count.max(1));
-    let chunk = count.div_ceil(threads).max(1);
-    let draft = &draft;
-    let parts: Vec<BenchResult<Vec<NostrPrepared>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|thread| {
-                scope.spawn(move || -> BenchResult<Vec<NostrPrepared>> {
-                    let range = (thread * chunk).min(count)..((thread + 1) * chunk).min(count);
-                    let mut out = Vec::with_capacity(range.len());
-                    for index in range {
-                        let draft = draft(index);
-                        let key = keys.get(draft.key).ok_or("draft names a key that does not exist")?;
-                        let event = sign(key, draft)?;
-                        out.push(NostrPrepared { frame: serde_json::to_string(&("EVENT", &event))?, id: event.id });
-                    }
-                    Ok(out)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| handle.join().unwrap_or_else(|_| Err("a signing thread panicked".into())))
-            .collect()
-    });
-    let mut all = Vec::with_capacity(count);
-    for part in parts {
-        all.extend(part?);
-    }
-    Ok(all)
-}
-
-/// Content of `size` characters (at least 32): `head` and `second` as 16 hex digits each,
-/// then the same printable filler as the Axon side.
-pub fn content(size: usize, head: u64, second: u64) -> String {
-    let mut out = format!("{head:016x}{second:016x}");
-    out.extend((32..size).map(|index| (b'a' + (index % 26) as u8) as char));
-    out
-}
-
-fn content_index(content: &str) -> Option<u64> {
-    u64::from_str_radix(content.get(0..16)?, 16).ok()
-}
-
-/// The benchmark's tag shape as Nostr tags.
-pub fn tags(topic: &str, p: &str, e: &[u8; 32]) -> Vec<Vec<String>> {
-    vec![vec!["t".into(), topic.into()], vec!["p".into(), p.into()], vec!["e".into(), hex::encode(e)]]
-}
-
-async fn open(url: &str, disable_nagle: bool) -> BenchResult<Socket> {
-    let (socket, _) = tokio_tungstenite::connect_async_with_config(url, None, disable_nagle)
-        .await
-        .map_err(|error| format!("cannot connect to {url}: {error}"))?;
-    Ok(socket)
-}
-
-type Routes = Arc<Mutex<HashMap<String, oneshot::Sender<Result<(), String>>>>>;
-
-fn routes_lock(routes: &Routes) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Result<(), String>>>> {
-    match routes.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
-
-/// A pipelining publisher: like [`crate::client::Client`], many EVENTs in flight, each
-/// resolved by its OK.
-pub struct NostrClient {
-    sender: mpsc::Sender<Message>,
-    routes: Routes,
-}
-
-#[derive(Deserialize)]
-struct OkMessage(IgnoredAny, String, bool, #[serde(default)] String);
-
-impl NostrClient {
-    /// Connects (Nagle as the Axon client: on).
-    pub async fn connect(url: &str) -> BenchResult<NostrClient> {
-        let (mut sink, mut stream) = open(url, false).await?.split();
-        let (sender, mut outgoing) = mpsc::channel::<Message>(1024);
-        tokio::spawn(async move {
-            while let Some(message) = outgoing.recv().await {
-                let sent = if outgoing.is_empty() { sink.send(message).await } else { sink.feed(message).await };
-                if sent.is_err() {
-                    break;
-                }
-            }
-            let _ = sink.close().await;
-        });
-        let routes: Routes = Arc::new(Mutex::new(HashMap::new()));
-        let reader_routes = routes.clone();
-        tokio::spawn(async move {
-            while let Some(Ok(message)) = stream.next().await {
-                let Message::Text(text) = message else { continue };
-                if !text.starts_with("[\"OK\"") {
-                    continue;
-                }
-                if let Ok(OkMessage(_, id, accepted, reason)) = serde_json::from_str::<OkMessage>(&text) {
-                    if let Some(reply) = routes_lock(&reader_routes).remove(&id) {
-                        let _ = reply.send(if accepted { Ok(()) } else { Err(reason) });
-                    }
-                }
-            }
-            routes_lock(&reader_routes).clear();
-        });
-        Ok(NostrClient { sender, routes })
-    }
-
-    /// Sends an EVENT and waits for its OK.
-    pub async fn publish(&self, event: &NostrPrepared) -> Result<(), String> {
-        let (reply, answer) = oneshot::channel();
-        routes_lock(&self.routes).insert(event.id.clone(), reply);
-        self.sender.send(Message::Text(event.frame.clone())).await.map_err(|_| "closed".to_owned())?;
-        answer.await.map_err(|_| "closed".to_owned())?
-    }
-}
 
 fn error_key(reason: &str) -> String {
     reason.split(':').next().unwrap_or(reason).trim().to_owned()
@@ -281,7 +50,7 @@ async fn pipeline(client: &NostrClient, events: Vec<NostrPrepared>, in_flight: u
 }
 
 /// One ingest run against a Nostr relay.
-pub async fn ingest(url: &str, params: &IngestParams) -> BenchResult<Report> {
+pub async fn ingest(url: &str, params: &IngestParams) -> CliResult<Report> {
     let connections = params.connections.max(1);
     let keys: Vec<NostrKey> = (0..connections).map(|_| NostrKey::random()).collect();
     let nonce = run_nonce();
@@ -311,79 +80,10 @@ pub async fn ingest(url: &str, params: &IngestParams) -> BenchResult<Report> {
         .zip(parts)
         .map(|(client, events)| tokio::spawn(async move { pipeline(&client, events, in_flight).await }))
         .collect();
-    let outcomes = super::join_tasks(tasks, "a publishing task").await?;
-    let mut report = super::ingest::report(params, outcomes, started.elapsed());
+    let outcomes = crate::bench::join_tasks(tasks, "a publishing task").await?;
+    let mut report = crate::bench::ingest::report(params, outcomes, started.elapsed());
     report.details.push("NIP-01 JSON, BIP-340 signatures, no AUTH".into());
     Ok(report)
-}
-
-/// A lean reader/writer of whole text messages.
-struct NostrLean {
-    socket: Socket,
-}
-
-#[derive(Deserialize)]
-struct EventMessage<'a>(IgnoredAny, IgnoredAny, #[serde(borrow)] LiteEvent<'a>);
-
-#[derive(Deserialize)]
-struct LiteEvent<'a> {
-    #[serde(borrow)]
-    content: std::borrow::Cow<'a, str>,
-}
-
-/// What a relay message is, as far as the benchmark cares.
-enum Incoming {
-    Event(Option<u64>),
-    Eose(String),
-    Closed(String, String),
-    Notice(String),
-    Other,
-}
-
-fn classify(text: &str) -> Incoming {
-    if text.starts_with("[\"EVENT\"") {
-        let index = serde_json::from_str::<EventMessage>(text)
-            .ok()
-            .and_then(|EventMessage(_, _, event)| content_index(&event.content));
-        return Incoming::Event(index);
-    }
-    match serde_json::from_str::<Vec<serde_json::Value>>(text) {
-        Ok(items) => match items.first().and_then(|kind| kind.as_str()) {
-            Some("EOSE") => Incoming::Eose(items.get(1).and_then(|id| id.as_str()).unwrap_or("").to_owned()),
-            Some("CLOSED") => Incoming::Closed(
-                items.get(1).and_then(|id| id.as_str()).unwrap_or("").to_owned(),
-                items.get(2).and_then(|reason| reason.as_str()).unwrap_or("").to_owned(),
-            ),
-            Some("NOTICE") => Incoming::Notice(items.get(1).map(|notice| notice.to_string()).unwrap_or_default()),
-            _ => Incoming::Other,
-        },
-        Err(_) => Incoming::Other,
-    }
-}
-
-impl NostrLean {
-    async fn connect(url: &str) -> BenchResult<NostrLean> {
-        Ok(NostrLean { socket: open(url, true).await? })
-    }
-
-    async fn send(&mut self, text: String) -> BenchResult<()> {
-        self.socket.send(Message::Text(text)).await.map_err(|error| format!("send failed: {error}").into())
-    }
-
-    async fn next(&mut self) -> BenchResult<Option<Incoming>> {
-        loop {
-            match self.socket.next().await {
-                None | Some(Ok(Message::Close(_))) => return Ok(None),
-                Some(Err(error)) => return Err(format!("receive failed: {error}").into()),
-                Some(Ok(Message::Text(text))) => return Ok(Some(classify(&text))),
-                Some(Ok(_)) => continue,
-            }
-        }
-    }
-
-    async fn close(mut self) {
-        let _ = self.socket.close(None).await;
-    }
 }
 
 async fn subscriber(
@@ -391,7 +91,7 @@ async fn subscriber(
     sub_ids: Vec<String>,
     filter: serde_json::Value,
     shared: Arc<Shared>,
-    ready: oneshot::Sender<BenchResult<()>>,
+    ready: oneshot::Sender<CliResult<()>>,
     mut stop: watch::Receiver<bool>,
 ) -> SubOutcome {
     let mut outcome = SubOutcome::default();
@@ -410,7 +110,7 @@ async fn subscriber(
                 None => return Err("connection closed during REQ".into()),
             }
         }
-        BenchResult::Ok(())
+        CliResult::Ok(())
     };
     let result = setup.await;
     let failed = result.is_err();
@@ -462,7 +162,7 @@ async fn publisher(
 }
 
 /// One fan-out run against a Nostr relay.
-pub async fn fanout(url: &str, params: &FanoutParams) -> BenchResult<Report> {
+pub async fn fanout(url: &str, params: &FanoutParams) -> CliResult<Report> {
     let publishers = params.publishers.max(1);
     let keys: Vec<NostrKey> = (0..publishers + 1).map(|_| NostrKey::random()).collect();
     let nonce = run_nonce();
@@ -526,8 +226,8 @@ pub async fn fanout(url: &str, params: &FanoutParams) -> BenchResult<Report> {
     .await?;
     await_deliveries(&shared, total as u64 * params.subscribers as u64, Duration::from_secs(3)).await;
     let _ = stop.send(true);
-    let subs = super::join_tasks(subscriber_tasks, "a subscriber").await?;
-    let mut report = super::fanout::report(params, &shared, subs, pubs);
+    let subs = crate::bench::join_tasks(subscriber_tasks, "a subscriber").await?;
+    let mut report = crate::bench::fanout::report(params, &shared, subs, pubs);
     report.details.push("NIP-01 JSON; overflows = subscriptions the relay CLOSED".into());
     Ok(report)
 }
@@ -541,8 +241,8 @@ pub struct NostrQuerySession {
 }
 
 /// Publishes the prefill (not timed) over 4 pipelined connections.
-pub async fn prepare_query(url: &str, params: &QueryParams) -> BenchResult<NostrQuerySession> {
-    let keys: Vec<NostrKey> = (0..super::query::AUTHORS).map(|_| NostrKey::random()).collect();
+pub async fn prepare_query(url: &str, params: &QueryParams) -> CliResult<NostrQuerySession> {
+    let keys: Vec<NostrKey> = (0..crate::bench::query::AUTHORS).map(|_| NostrKey::random()).collect();
     let prefix = format!("q-{}", run_nonce());
     let started = Instant::now();
     let clients = [
@@ -589,7 +289,7 @@ pub async fn prepare_query(url: &str, params: &QueryParams) -> BenchResult<Nostr
             .zip(parts)
             .map(|(client, part)| tokio::spawn(async move { pipeline(&client, part, 256).await }))
             .collect();
-        for outcome in super::join_tasks(tasks, "a prefill task").await? {
+        for outcome in crate::bench::join_tasks(tasks, "a prefill task").await? {
             if !outcome.errors.is_empty() {
                 return Err(format!("the Nostr relay refused prefill events: {:?}", outcome.errors).into());
             }
@@ -598,7 +298,7 @@ pub async fn prepare_query(url: &str, params: &QueryParams) -> BenchResult<Nostr
     }
     println!(
         "nostr: prefilled {} events in {:.1} s (published, not timed)",
-        super::stats::thousands(prefill as f64),
+        crate::bench::stats::thousands(prefill as f64),
         started.elapsed().as_secs_f64()
     );
     Ok(NostrQuerySession {
@@ -633,7 +333,7 @@ impl NostrQuerySession {
         kind: QueryKind,
         params: &QueryParams,
         worker: usize,
-    ) -> BenchResult<Series> {
+    ) -> CliResult<Series> {
         let mut series = Series::default();
         let mut latencies = Vec::new();
         let (mut low, mut high) = (usize::MAX, 0);
@@ -649,7 +349,7 @@ impl NostrQuerySession {
                 loop {
                     match conn.next().await? {
                         Some(Incoming::Event(_)) => events += 1,
-                        Some(Incoming::Eose(done)) if done == sub_id => return BenchResult::Ok(()),
+                        Some(Incoming::Eose(done)) if done == sub_id => return CliResult::Ok(()),
                         Some(Incoming::Closed(done, reason)) if done == sub_id => {
                             return Err(format!("query closed by the relay: {reason}").into())
                         }
@@ -682,9 +382,9 @@ impl NostrQuerySession {
     }
 
     /// One measured run (the replay query has no Nostr equivalent and is skipped).
-    pub async fn run(&self, params: &QueryParams) -> BenchResult<Report> {
+    pub async fn run(&self, params: &QueryParams) -> CliResult<Report> {
         let mut report =
-            Report { metrics: Metrics::default(), details: Vec::new(), summarize: super::query::summarize };
+            Report { metrics: Metrics::default(), details: Vec::new(), summarize: crate::bench::query::summarize };
         report.metrics.set("prefill", params.prefill as f64);
         report.metrics.set("connections", params.connections as f64);
         for kind in [QueryKind::AuthorKind, QueryKind::Tag, QueryKind::Ids] {
@@ -718,48 +418,12 @@ impl NostrQuerySession {
                 report.metrics.set("dropped_queries", total_dropped);
             }
             let total = samples.len() as u64 + (5 * conns.len()) as u64;
-            super::query::add_kind(&mut report, kind, sequential, (total, elapsed, Latency::of(samples)));
+            crate::bench::query::add_kind(&mut report, kind, sequential, (total, elapsed, Latency::of(samples)));
             for conn in conns {
                 conn.close().await;
             }
         }
         report.details.push("replay: no after_seq in NIP-01; not measured".into());
         Ok(report)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signed_events_verify() {
-        let key = NostrKey::random();
-        let event = sign(
-            &key,
-            NostrDraft {
-                key: 0,
-                created_at: 1_700_000_000,
-                kind: 1000,
-                tags: tags("topic", &key.pubkey, &[3; 32]),
-                content: content(200, 7, 9),
-            },
-        )
-        .expect("sign");
-        assert_eq!(event.content.len(), 200);
-        assert_eq!(content_index(&event.content), Some(7));
-        assert!(verify(&event).is_ok());
-        let mut forged = event.clone();
-        forged.content.push('x');
-        assert!(verify(&forged).is_err());
-    }
-
-    #[test]
-    fn classifies_relay_messages() {
-        let text = r#"["EVENT","s",{"id":"x","content":"00000000000000050000000000000000abc","kind":1}]"#;
-        assert!(matches!(classify(text), Incoming::Event(Some(5))));
-        assert!(matches!(classify(r#"["EOSE","s"]"#), Incoming::Eose(id) if id == "s"));
-        assert!(matches!(classify(r#"["NOTICE","hi"]"#), Incoming::Notice(_)));
-        assert!(matches!(classify(r#"["AUTH","x"]"#), Incoming::Other));
     }
 }

@@ -1,0 +1,186 @@
+//! SQLite storage: one writer thread that commits in groups, a pool of readers, and a
+//! checkpoint thread. The only module that knows SQLite; the relay sees [`EventStore`].
+
+mod backup;
+mod checkpoint;
+mod query;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::BoxFuture;
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    Accepted, BackupProgress, BackupReport, BatchStats, CommitHook, CommitReply, Committed, EventStore, PendingCommit,
+    Prune, StoreError, StoredRow, Window,
+};
+
+pub use backup::backup_file;
+
+/// Events the writer takes per transaction at most.
+pub const MAX_BATCH: usize = 1024;
+
+/// Capacity of the writer's queue: publishers wait (backpressure) when it is full.
+const WRITE_QUEUE: usize = 8192;
+
+impl From<rusqlite::Error> for StoreError {
+    /// Tells a full disk, a corrupt database and a busy database apart from the rest.
+    fn from(error: rusqlite::Error) -> Self {
+        use rusqlite::ffi::ErrorCode;
+        let text = error.to_string();
+        match error.sqlite_error_code() {
+            Some(ErrorCode::DiskFull) => StoreError::Full(text),
+            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::Corrupt(text),
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy(text),
+            _ => StoreError::Storage(text),
+        }
+    }
+}
+
+enum WriteRequest {
+    Insert { accepted: Arc<Accepted>, reply: CommitReply },
+    Prune { rule: Prune, limit: usize, reply: oneshot::Sender<Result<usize, StoreError>> },
+}
+
+/// A SQLite event log: cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    path: PathBuf,
+    writes: mpsc::Sender<WriteRequest>,
+    readers: Mutex<Vec<Connection>>,
+    /// Dropped with the store, which stops the checkpoint thread.
+    _checkpoints: std::sync::mpsc::Sender<()>,
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let connection = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    schema::configure(&connection)?;
+    Ok(connection)
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating) the database and starts the writer thread.
+    /// `hook` runs on the writer thread after each commit, in seq order, before any OK.
+    pub fn open(path: &Path, hook: Box<dyn CommitHook>) -> Result<SqliteStore, StoreError> {
+        let mut connection = open_connection(path)?;
+        schema::migrate(&mut connection)?;
+        connection.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let (writes, receiver) = mpsc::channel(WRITE_QUEUE);
+        writer::spawn(connection, receiver, hook)?;
+        let (stop_checkpoints, stop) = std::sync::mpsc::channel();
+        checkpoint::spawn(path, stop)?;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            writes,
+            readers: Mutex::new(Vec::new()),
+            _checkpoints: stop_checkpoints,
+        })
+    }
+
+    /// Runs `work` on a pooled read connection (blocking: call from a blocking thread).
+    fn read<T>(&self, work: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let pooled = self.readers.lock().map_err(|_| StoreError::Storage("reader pool poisoned".into()))?.pop();
+        let connection = match pooled {
+            Some(connection) => connection,
+            None => open_connection(&self.path)?,
+        };
+        let result = work(&connection);
+        if let Ok(mut pool) = self.readers.lock() {
+            pool.push(connection);
+        }
+        result
+    }
+}
+
+impl EventStore for SqliteStore {
+    fn submit(&self, accepted: Arc<Accepted>) -> BoxFuture<'_, Result<PendingCommit, StoreError>> {
+        Box::pin(async move {
+            let (reply, pending) = PendingCommit::channel();
+            self.writes.send(WriteRequest::Insert { accepted, reply }).await.map_err(|_| StoreError::Closed)?;
+            Ok(pending)
+        })
+    }
+
+    fn prune_batch(&self, rule: Prune, limit: usize) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move {
+            let (reply, receiver) = oneshot::channel();
+            self.writes.send(WriteRequest::Prune { rule, limit, reply }).await.map_err(|_| StoreError::Closed)?;
+            receiver.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn newest(&self, window: &Window<'_>, max_limit: u64) -> Result<Vec<StoredRow>, StoreError> {
+        self.read(|connection| {
+            query::newest(connection, window.filters, window.viewer, window.snapshot, window.now, max_limit)
+        })
+    }
+
+    fn replay_page(&self, window: &Window<'_>, page: usize) -> Result<Vec<StoredRow>, StoreError> {
+        self.read(|connection| {
+            query::replay_page(
+                connection,
+                window.filters,
+                window.viewer,
+                window.after,
+                window.snapshot,
+                window.now,
+                page,
+            )
+        })
+    }
+
+    fn last_seq(&self) -> Result<u64, StoreError> {
+        self.read(query::last_seq)
+    }
+
+    fn admin_log(&self) -> Result<Vec<StoredRow>, StoreError> {
+        self.read(query::admin_log)
+    }
+
+    fn backup(&self, destination: &Path, progress: &mut dyn FnMut(BackupProgress)) -> Result<BackupReport, StoreError> {
+        backup_file(&self.path, destination, progress)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.read(|connection| {
+            connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_database_is_told_apart_from_other_failures() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let connection = open_connection(&dir.path().join("full.db")).expect("open");
+        connection.execute_batch("CREATE TABLE filler (data BLOB); PRAGMA max_page_count = 8;").expect("setup");
+        let full = (0..64)
+            .map(|_| connection.execute("INSERT INTO filler VALUES (zeroblob(4096))", []))
+            .find_map(Result::err)
+            .expect("the size limit is reached");
+        assert!(matches!(StoreError::from(full), StoreError::Full(_)));
+        let other = connection.execute("INSERT INTO missing VALUES (1)", []).expect_err("no such table");
+        assert!(matches!(StoreError::from(other), StoreError::Storage(_)));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_corrupt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("garbage.db");
+        std::fs::write(&path, vec![0x5a; 8192]).expect("write");
+        let error = open_connection(&path)
+            .and_then(|connection| Ok(connection.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?))
+            .expect_err("not a database");
+        assert!(matches!(error, StoreError::Corrupt(_)), "{error:?}");
+    }
+}
