@@ -776,7 +776,6 @@ fn req_stream_resumes_after_the_relay_restarts() {
 
 /// `GET /metrics` of a child relay, as text.
 fn metrics_text(relay: &Relay) -> String {
-    use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(&relay.addr).expect("connect");
     write!(stream, "GET /metrics HTTP/1.1\r\nHost: axon.test\r\nConnection: close\r\n\r\n").expect("request");
     let mut text = String::new();
@@ -820,4 +819,43 @@ fn import_waits_as_long_as_the_relay_asks_after_429() {
         .and_then(|value| value.trim().parse().ok())
         .expect("the 429 series is exported");
     assert!(refused <= 3.0, "{refused} rejections for 3 rate-limited events");
+}
+
+#[test]
+fn req_stream_waits_as_long_as_the_relay_asks_when_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (alice_key, alice) = keygen(dir.path(), "alice");
+    let config = dir.path().join("relay.yaml");
+    let db = dir.path().join("axon.db");
+    std::fs::write(
+        &config,
+        format!(
+            "addr: \"127.0.0.1:0\"\ndb: \"{}\"\nrelay_url: \"{RELAY_URL}\"\nlimits:\n  max_connections: 2\n",
+            db.display()
+        ),
+    )
+    .expect("write relay.yaml");
+    let extra = vec!["--allow".to_owned(), alice.clone()];
+    let (child, addr) = spawn_relay(&config, &extra, None);
+    let relay = Relay { child: Some(child), url: format!("ws://{addr}"), addr, config, db, extra };
+    let rt = runtime();
+    let key = load_key(&alice_key);
+    let publisher = rt.block_on(relay.connect(&key));
+    let holder = rt.block_on(relay.connect(&key));
+
+    // The relay is full: the stream is refused with 503 and waits the relay's hint.
+    let stream = Streaming::spawn(relay.axon_command(&alice_key, &["req", "--stream", "--kind", "1000"]));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !stream.stderr().contains("retry hint") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stderr = stream.stderr();
+    assert!(stderr.contains("reconnecting in 1.0 s (the relay's retry hint)"), "{stderr}");
+
+    // A slot frees up: the stream gets in and prints what is published.
+    drop(holder);
+    rt.block_on(publisher.publish(&Event::sign(&key, now(), 1000, b"in".to_vec(), vec![]).expect("sign")))
+        .expect("publish");
+    let line = stream.next_json(Duration::from_secs(8));
+    assert_eq!(line["content"], "in");
 }
