@@ -773,3 +773,89 @@ fn req_stream_resumes_after_the_relay_restarts() {
     let seqs: BTreeSet<u64> = expected.iter().map(|(_, seq)| *seq).collect();
     assert_eq!(seqs.len(), 4);
 }
+
+/// `GET /metrics` of a child relay, as text.
+fn metrics_text(relay: &Relay) -> String {
+    let mut stream = std::net::TcpStream::connect(&relay.addr).expect("connect");
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: axon.test\r\nConnection: close\r\n\r\n").expect("request");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("response");
+    text
+}
+
+#[test]
+fn import_waits_as_long_as_the_relay_asks_after_429() {
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let (alice_key, alice) = keygen(dirs[0].path(), "alice");
+    let source = Relay::start(dirs[0].path(), &["--allow", &alice]);
+    let rt = runtime();
+    fill(&rt, &source, &load_key(&alice_key), 0, 4);
+    let exported = source.axon(&alice_key, &["export"]).ok().stdout;
+    let file = dirs[1].path().join("events.axon");
+    std::fs::write(&file, &exported).expect("write export");
+
+    // A relay accepting one event per second per key, no burst.
+    let config = dirs[1].path().join("relay.yaml");
+    let db = dirs[1].path().join("axon.db");
+    std::fs::write(
+        &config,
+        format!(
+            "addr: \"127.0.0.1:0\"\ndb: \"{}\"\nrelay_url: \"{RELAY_URL}\"\nlimits:\n  publish_per_second: 1\n  publish_burst: 1\n",
+            db.display()
+        ),
+    )
+    .expect("write relay.yaml");
+    let extra = vec!["--allow".to_owned(), alice.clone()];
+    let (child, addr) = spawn_relay(&config, &extra, None);
+    let limited = Relay { child: Some(child), url: format!("ws://{addr}"), addr, config, db, extra };
+    let out = limited.axon(&alice_key, &["import", file.to_str().expect("path"), "--in-flight", "1"]).ok();
+    assert!(out.text().contains("imported 4, duplicates 0, invalid 0, rejected 0"), "{}", out.text());
+    // Each refused event was retried once, when the relay said its bucket had a token
+    // again: three 429s for four events (a fixed backoff shorter than 1 s needs more).
+    let metrics = metrics_text(&limited);
+    let refused: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("axon_events_rejected_total{code=\"429\"} "))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("the 429 series is exported");
+    assert!(refused <= 3.0, "{refused} rejections for 3 rate-limited events");
+}
+
+#[test]
+fn req_stream_waits_as_long_as_the_relay_asks_when_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (alice_key, alice) = keygen(dir.path(), "alice");
+    let config = dir.path().join("relay.yaml");
+    let db = dir.path().join("axon.db");
+    std::fs::write(
+        &config,
+        format!(
+            "addr: \"127.0.0.1:0\"\ndb: \"{}\"\nrelay_url: \"{RELAY_URL}\"\nlimits:\n  max_connections: 2\n",
+            db.display()
+        ),
+    )
+    .expect("write relay.yaml");
+    let extra = vec!["--allow".to_owned(), alice.clone()];
+    let (child, addr) = spawn_relay(&config, &extra, None);
+    let relay = Relay { child: Some(child), url: format!("ws://{addr}"), addr, config, db, extra };
+    let rt = runtime();
+    let key = load_key(&alice_key);
+    let publisher = rt.block_on(relay.connect(&key));
+    let holder = rt.block_on(relay.connect(&key));
+
+    // The relay is full: the stream is refused with 503 and waits the relay's hint.
+    let stream = Streaming::spawn(relay.axon_command(&alice_key, &["req", "--stream", "--kind", "1000"]));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !stream.stderr().contains("retry hint") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stderr = stream.stderr();
+    assert!(stderr.contains("reconnecting in 1.0 s (the relay's retry hint)"), "{stderr}");
+
+    // A slot frees up: the stream gets in and prints what is published.
+    drop(holder);
+    rt.block_on(publisher.publish(&Event::sign(&key, now(), 1000, b"in".to_vec(), vec![]).expect("sign")))
+        .expect("publish");
+    let line = stream.next_json(Duration::from_secs(8));
+    assert_eq!(line["content"], "in");
+}

@@ -10,6 +10,7 @@ use super::{CliError, CliResult};
 use crate::client::{Client, ClientError, SubItem};
 use crate::clock::unix_now;
 use crate::protocol::admin::AllowLog;
+use crate::protocol::error::codes;
 use crate::protocol::kind::{KIND_ALLOW, KIND_REVOKE};
 use crate::protocol::tags::P;
 use crate::protocol::{Event, Filter, PublicKey, Tag};
@@ -40,7 +41,7 @@ pub async fn admin(args: AdminArgs, allow: bool) -> CliResult {
     let client = args.connect.connect(&key).await?;
     let seq = match publish_event(&client, &event).await {
         Ok(Published::New(seq) | Published::Duplicate(seq)) => seq,
-        Err(ClientError::Rejected { code: 403, message, .. }) => {
+        Err(ClientError::Rejected { code: codes::RESTRICTED, message, .. }) => {
             return Err(format!(
                 "this key ({}) is not an admin: only keys listed under `admins` in relay.yaml can allow or revoke \
                  keys (403: {message})",
@@ -48,7 +49,7 @@ pub async fn admin(args: AdminArgs, allow: bool) -> CliResult {
             )
             .into())
         }
-        Err(ClientError::Rejected { code: 409, message, .. }) => {
+        Err(ClientError::Rejected { code: codes::DUPLICATE, message, .. }) => {
             return Err(format!(
                 "nothing {verb}: {message} (keys in relay.yaml are always allowed; remove them from relay.yaml \
                  and send the relay SIGHUP instead)"

@@ -13,6 +13,7 @@ use ed25519_dalek::SigningKey;
 
 use super::{CliError, CliResult};
 use crate::client::{Client, ClientError};
+use crate::protocol::error::codes;
 use crate::protocol::{PublicKey, Tag};
 
 /// How long to wait for the WebSocket and the AUTH handshake.
@@ -72,12 +73,12 @@ impl ConnectArgs {
             ClientError::Connect { url, reason } => {
                 format!("cannot connect to {url}: {reason} (is the relay running? set --url or AXON_URL)")
             }
-            ClientError::Rejected { code: 401, message, .. } => format!(
+            ClientError::Rejected { code: codes::AUTH_REQUIRED, message, .. } => format!(
                 "authentication failed (401: {message}): the relay did not accept the AUTH signature; \
                  --relay-url must be exactly the relay's configured relay_url (signed: {:?})",
                 self.relay_url()
             ),
-            ClientError::Rejected { code: 403, message, .. } => format!(
+            ClientError::Rejected { code: codes::RESTRICTED, message, .. } => format!(
                 "this key ({pubkey}) is not allowed to connect: it is neither an admin nor on the relay's \
                  allowlist (403: {message})"
             ),
@@ -93,15 +94,15 @@ impl ConnectArgs {
 /// A clear sentence for an error code the relay answered a PUBLISH with (spec §8).
 pub fn publish_error_message(code: u16, message: &str) -> String {
     let explanation = match code {
-        400 => "the relay rejected the event as invalid",
-        401 => "not authenticated",
-        403 => "this key is not allowed to publish/author this event",
-        409 => "an event with this id is already stored",
-        410 => "the event's expires_at is already past",
-        413 => "the event is too large for this relay (content over its max_content_bytes)",
-        429 => "rate limited: this key publishes faster than the relay allows; retry later",
-        500 => "the relay failed to store the event (nothing was stored); retry",
-        503 => "the relay is overloaded or shutting down; retry later",
+        codes::INVALID => "the relay rejected the event as invalid",
+        codes::AUTH_REQUIRED => "not authenticated",
+        codes::RESTRICTED => "this key is not allowed to publish/author this event",
+        codes::DUPLICATE => "an event with this id is already stored",
+        codes::EXPIRED => "the event's expires_at is already past",
+        codes::TOO_LARGE => "the event is too large for this relay (content over its max_content_bytes)",
+        codes::RATE_LIMITED => "rate limited: this key publishes faster than the relay allows; retry later",
+        codes::INTERNAL => "the relay failed to store the event (nothing was stored); retry",
+        codes::UNAVAILABLE => "the relay is overloaded or shutting down; retry later",
         _ => "the relay rejected the event",
     };
     format!("{explanation} ({code}: {message})")

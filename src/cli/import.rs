@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::common::{ConnectArgs, Output, REPLY_TIMEOUT};
 use super::CliResult;
 use crate::client::{retry_delay, Client, ClientError};
+use crate::protocol::error::codes;
 use crate::protocol::event::decode_and_validate;
 use crate::protocol::kind::is_admin;
 use crate::protocol::msgpack::Reader;
@@ -126,9 +127,11 @@ async fn publish_one(client: &Client, id: EventId, raw: Bytes) -> Outcome {
         return match answer {
             Err(_) => Outcome::Lost(format!("no answer from the relay within {} s", REPLY_TIMEOUT.as_secs())),
             Ok(Ok(_)) => Outcome::Imported,
-            Ok(Err(ClientError::Rejected { code: 409, .. })) => Outcome::Duplicate,
+            Ok(Err(ClientError::Rejected { code: codes::DUPLICATE, .. })) => Outcome::Duplicate,
             // 429, or 503 (overload, drain, full disk): wait as the relay asks (spec §15).
-            Ok(Err(error @ ClientError::Rejected { code: 429 | 503, .. })) if tries < RATE_LIMIT_TRIES => {
+            Ok(Err(error @ ClientError::Rejected { code: codes::RATE_LIMITED | codes::UNAVAILABLE, .. }))
+                if tries < RATE_LIMIT_TRIES =>
+            {
                 tokio::time::sleep(retry_delay(error.retry_after(), Duration::from_millis(250 << tries))).await;
                 tries += 1;
                 continue;

@@ -10,6 +10,7 @@ use super::common::{parse_duration, parse_tag, publish_error_message, ConnectArg
 use super::{CliError, CliResult};
 use crate::client::{Client, ClientError, SubItem};
 use crate::clock::unix_now;
+use crate::protocol::error::codes;
 use crate::protocol::tags::EXPIRES_AT;
 use crate::protocol::{Event, Filter, Tag};
 
@@ -73,7 +74,7 @@ pub(super) async fn publish_event(client: &Client, event: &Event) -> Result<Publ
             super::common::REPLY_TIMEOUT.as_secs()
         ))),
         Ok(Ok(seq)) => Ok(Published::New(seq)),
-        Ok(Err(error)) if error.code() == Some(409) => match stored_seq(client, event.id).await {
+        Ok(Err(error)) if error.code() == Some(codes::DUPLICATE) => match stored_seq(client, event.id).await {
             Some(seq) => Ok(Published::Duplicate(Some(seq))),
             None if error.to_string().contains("already stored") => Ok(Published::Duplicate(None)),
             None => Err(error),

@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::common::{parse_hex_prefix, parse_tag, parse_time, ConnectArgs, Output, OutputError, REPLY_TIMEOUT};
 use super::{CliError, CliResult};
 use crate::client::{retry_delay, Client, ClientError, SubItem, Subscription};
+use crate::protocol::error::codes;
 use crate::protocol::frame::ErrorMessage;
 use crate::protocol::{Event, Filter, TagFilter};
 
@@ -369,7 +370,7 @@ async fn stream(
     loop {
         let Interrupted::Retry(reason, hint) = match args.connect.try_connect(key).await {
             Ok(client) => follow(&client, &mut state, &filter, out, &mut backoff).await?,
-            Err(error @ ClientError::Rejected { code: 401 | 403, .. }) => {
+            Err(error @ ClientError::Rejected { code: codes::AUTH_REQUIRED | codes::RESTRICTED, .. }) => {
                 return Err(args.connect.connect_error(&error, &pubkey).into())
             }
             Err(error) => Interrupted::Retry(args.connect.connect_error(&error, &pubkey), error.retry_after()),
@@ -408,7 +409,7 @@ async fn follow(
                 state.eose();
                 *backoff = BACKOFF_START;
             }
-            Some(SubItem::Ended(error)) if error.code == 503 => {
+            Some(SubItem::Ended(error)) if error.code == codes::UNAVAILABLE => {
                 state.overflowed(error.seq);
                 let hint = error.retry_after_ms.map(Duration::from_millis);
                 return Ok(Interrupted::Retry(ended_message(&error), hint));
@@ -416,11 +417,13 @@ async fn follow(
             Some(SubItem::Ended(error)) => return Err(ended_message(&error).into()),
             None => {
                 return match closing_error(client).await {
-                    Some(error) if error.code == 401 || error.code == 403 => Err(format!(
-                        "the relay closed the connection: {} {} (this key is no longer allowed)",
-                        error.code, error.message
-                    )
-                    .into()),
+                    Some(error) if error.code == codes::AUTH_REQUIRED || error.code == codes::RESTRICTED => {
+                        Err(format!(
+                            "the relay closed the connection: {} {} (this key is no longer allowed)",
+                            error.code, error.message
+                        )
+                        .into())
+                    }
                     Some(error) => Ok(Interrupted::Retry(
                         format!("the relay closed the connection ({} {})", error.code, error.message),
                         error.retry_after_ms.map(Duration::from_millis),

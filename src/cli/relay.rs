@@ -79,7 +79,8 @@ pub fn run(args: RelayArgs) -> CliResult {
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`); ANSI colour only when stderr
-/// is a terminal, so a log written to a file or a pipe carries no escape codes.
+/// is a terminal (and `NO_COLOR` is unset), so a log written to a file or a pipe carries
+/// no escape codes.
 pub fn init_logging() {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -87,7 +88,7 @@ pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .try_init();
 }
 

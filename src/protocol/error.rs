@@ -2,6 +2,29 @@
 
 use std::fmt;
 
+/// The numeric codes of spec §8, for matching a code read off the wire (the one place
+/// the numbers are written; [`ErrorCode`] maps to and from them).
+pub mod codes {
+    /// 400 invalid.
+    pub const INVALID: u16 = 400;
+    /// 401 not authenticated / bad AUTH signature.
+    pub const AUTH_REQUIRED: u16 = 401;
+    /// 403 not allowed.
+    pub const RESTRICTED: u16 = 403;
+    /// 409 duplicate.
+    pub const DUPLICATE: u16 = 409;
+    /// 410 expired.
+    pub const EXPIRED: u16 = 410;
+    /// 413 too large.
+    pub const TOO_LARGE: u16 = 413;
+    /// 429 rate limited.
+    pub const RATE_LIMITED: u16 = 429;
+    /// 500 storage failure.
+    pub const INTERNAL: u16 = 500;
+    /// 503 overloaded, shutting down, or subscription overflow.
+    pub const UNAVAILABLE: u16 = 503;
+}
+
 /// A numeric error code a relay sends in ERROR frames (spec §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
@@ -42,30 +65,30 @@ impl ErrorCode {
     /// The numeric code carried on the wire.
     pub fn as_u16(self) -> u16 {
         match self {
-            ErrorCode::Invalid => 400,
-            ErrorCode::AuthRequired => 401,
-            ErrorCode::Restricted => 403,
-            ErrorCode::Duplicate => 409,
-            ErrorCode::Expired => 410,
-            ErrorCode::TooLarge => 413,
-            ErrorCode::RateLimited => 429,
-            ErrorCode::Internal => 500,
-            ErrorCode::Unavailable => 503,
+            ErrorCode::Invalid => codes::INVALID,
+            ErrorCode::AuthRequired => codes::AUTH_REQUIRED,
+            ErrorCode::Restricted => codes::RESTRICTED,
+            ErrorCode::Duplicate => codes::DUPLICATE,
+            ErrorCode::Expired => codes::EXPIRED,
+            ErrorCode::TooLarge => codes::TOO_LARGE,
+            ErrorCode::RateLimited => codes::RATE_LIMITED,
+            ErrorCode::Internal => codes::INTERNAL,
+            ErrorCode::Unavailable => codes::UNAVAILABLE,
         }
     }
 
     /// Maps a wire code back to a known code, if it is one.
     pub fn from_u16(code: u16) -> Option<ErrorCode> {
         Some(match code {
-            400 => ErrorCode::Invalid,
-            401 => ErrorCode::AuthRequired,
-            403 => ErrorCode::Restricted,
-            409 => ErrorCode::Duplicate,
-            410 => ErrorCode::Expired,
-            413 => ErrorCode::TooLarge,
-            429 => ErrorCode::RateLimited,
-            500 => ErrorCode::Internal,
-            503 => ErrorCode::Unavailable,
+            codes::INVALID => ErrorCode::Invalid,
+            codes::AUTH_REQUIRED => ErrorCode::AuthRequired,
+            codes::RESTRICTED => ErrorCode::Restricted,
+            codes::DUPLICATE => ErrorCode::Duplicate,
+            codes::EXPIRED => ErrorCode::Expired,
+            codes::TOO_LARGE => ErrorCode::TooLarge,
+            codes::RATE_LIMITED => ErrorCode::RateLimited,
+            codes::INTERNAL => ErrorCode::Internal,
+            codes::UNAVAILABLE => ErrorCode::Unavailable,
             _ => return None,
         })
     }
