@@ -128,6 +128,66 @@ fn bench_verify(c: &mut Criterion) {
     group.finish();
 }
 
+/// Per-event cost ratios against single verification, measured interleaved: every round
+/// times each variant once over the same 64 events, so load from other processes on a
+/// shared machine hits all variants alike. Prints the median ratio of each over the rounds.
+fn report_verify_ratios(_: &mut Criterion) {
+    const ROUNDS: usize = 41;
+    let events: Vec<Event> = (0..BATCH).map(event).collect();
+    let keys: Vec<VerificationKey> =
+        events.iter().map(|event| VerificationKey::from_bytes(&event.pubkey).expect("valid key")).collect();
+    let good: Vec<PreparedSigned> = events
+        .iter()
+        .zip(&keys)
+        .map(|(event, key)| PreparedSigned { key, message: &event.id, signature: &event.sig })
+        .collect();
+    let bad: Vec<PreparedSigned> = good
+        .iter()
+        .enumerate()
+        .map(|(index, item)| PreparedSigned { signature: &events[(index + 1) % BATCH].sig, ..*item })
+        .collect();
+    let mut one_bad = good.clone();
+    one_bad[BATCH - 1] = bad[BATCH - 1];
+    let time = |work: &mut dyn FnMut()| {
+        let start = std::time::Instant::now();
+        work();
+        start.elapsed().as_secs_f64()
+    };
+    let singles = |items: &[PreparedSigned]| {
+        for item in items {
+            let _ = black_box(signature::verify_prepared(item.key, item.message, item.signature));
+        }
+    };
+    let mut one_bad_stream = BatchVerifier::new();
+    let mut all_bad_stream = BatchVerifier::new();
+    let names =
+        ["batch_64", "batch_64_all_bad", "batch_64_one_bad", "batch_64_one_bad_stream", "batch_64_all_bad_stream"];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    let mut single_us = Vec::new();
+    for _ in 0..ROUNDS {
+        let single = time(&mut || singles(black_box(&good)));
+        single_us.push(single * 1e6 / BATCH as f64);
+        let runs = [
+            time(&mut || drop(black_box(signature::verify_batch_prepared(black_box(&good))))),
+            time(&mut || drop(black_box(signature::verify_batch_prepared(black_box(&bad))))),
+            time(&mut || drop(black_box(signature::verify_batch_prepared(black_box(&one_bad))))),
+            time(&mut || drop(black_box(one_bad_stream.verify(black_box(&one_bad))))),
+            time(&mut || drop(black_box(all_bad_stream.verify(black_box(&bad))))),
+        ];
+        for (list, run) in ratios.iter_mut().zip(runs) {
+            list.push(run / single);
+        }
+    }
+    let median = |list: &mut Vec<f64>| {
+        list.sort_by(f64::total_cmp);
+        list[list.len() / 2]
+    };
+    println!("verify ratios, per event against single verification with a cached key (median of {ROUNDS} interleaved rounds; single = {:.1} µs median):", median(&mut single_us));
+    for (name, list) in names.iter().zip(ratios.iter_mut()) {
+        println!("  {name:<26} {:.3}x", median(list));
+    }
+}
+
 fn bench_frames(c: &mut Criterion) {
     let limits = Limits::default();
     let event = event(0);
@@ -187,6 +247,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_id, bench_verify, bench_frames
+    targets = bench_id, report_verify_ratios, bench_verify, bench_frames
 }
 criterion_main!(benches);

@@ -315,7 +315,9 @@ impl BatchVerifier {
         // Whether a combination was computed and failed: work the single checks could
         // have saved, which is what the back-off answers.
         let wasted = match pending.as_slice() {
-            [] => false,
+            // Nothing was batched (e.g. every signature was checked singly while backing
+            // off): no news for the back-off either way.
+            [] => return,
             [(index, only)] => {
                 set(*index, only.verdict());
                 false
@@ -446,6 +448,12 @@ mod tests {
         let verdicts = verifier.verify(&items);
         assert_eq!(verdicts.iter().filter(|verdict| verdict.is_err()).count(), 1);
         assert!(verifier.is_backing_off());
+        // 64 single checks end the first back-off; the next failed batch doubles it.
+        assert_eq!(verifier.verify(&items).iter().filter(|verdict| verdict.is_err()).count(), 1);
+        assert!(!verifier.is_backing_off());
+        assert_eq!(verifier.verify(&items).iter().filter(|verdict| verdict.is_err()).count(), 1);
+        assert_eq!(verifier.verify(&items).iter().filter(|verdict| verdict.is_err()).count(), 1);
+        assert!(verifier.is_backing_off(), "128 single checks after the second failure");
         let all_good = vec![PreparedSigned { key: &prepared, message: &message, signature: &good }; 2 * MAX_BATCH];
         assert!(verifier.verify(&all_good).iter().all(Result::is_ok));
         assert!(!verifier.is_backing_off());
