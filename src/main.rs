@@ -27,7 +27,9 @@ enum Command {
     ///
     /// Example: axon bench ingest --spawn --events 100000 --connections 4
     Bench(axon_relay::cli::bench::BenchArgs),
-    /// Seal or open a direct message (spec §12): `axon dm seal`, `axon dm open`.
+    /// Seal or open a direct message (spec §12) offline: `axon dm seal`, `axon dm open`.
+    ///
+    /// Example: axon dm seal --key alice.key --to <bob hex> "hello"
     Dm(axon_relay::cli::dm::DmArgs),
     #[command(flatten)]
     Tool(axon_relay::cli::tools::ToolCommand),

@@ -24,7 +24,7 @@ pub struct DmArgs {
 
 #[derive(Subcommand)]
 enum DmCommand {
-    /// Encrypt a message to RECIPIENT; prints the DM content (hex).
+    /// Encrypt a message to the --to key; prints the DM content (hex).
     ///
     /// Example: echo -n secret | axon dm seal --key alice.key --to <bob hex> -
     Seal {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,12 +20,19 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
     [("agent.py", "user got the reply: 'echo: is anyone there?'"), ("progress.py", "watcher: 100%")],
 )
 def test_example_demo(script: str, expected: str) -> None:
-    done = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, str(EXAMPLES / script), "--demo"],
         env={**os.environ, "AXON_BIN": axon_bin()},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=60,
+        start_new_session=True,  # so that a hung example and its relay can be killed together
     )
-    assert done.returncode == 0, done.stderr
-    assert expected in done.stdout
+    try:
+        stdout, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, stderr
+    assert expected in stdout
