@@ -809,16 +809,35 @@ export class Relay {
   /**
    * Signs and publishes an event; resolves `{id, seq, duplicate}` when the relay has
    * accepted it (a 409 duplicate resolves with `duplicate: true`). Many may be in flight.
+   * A 429 or 503 refusal is retried up to `retries` times (default: the connect option
+   * `maxRetries`, 5), waiting the relay's `retry_after_ms` when it gives one, else
+   * backing off exponentially with jitter; other refusals reject with their AxonError.
    */
-  async publish(fields) {
+  async publish(fields, { retries } = {}) {
     if (!fields || typeof fields !== 'object') throw new TypeError('publish needs {kind, content, tags, ...}');
     const event = fields instanceof Event ? fields : signEvent(this.key, fields, this.limits);
-    return this.publishEvent(event);
+    return this.publishEvent(event, { retries });
   }
 
-  /** Publishes an already signed Event (or wire map). */
-  async publishEvent(event) {
+  /** Publishes an already signed Event (or wire map); retries as {@link Relay#publish}. */
+  async publishEvent(event, { retries } = {}) {
     if (!(event instanceof Event)) event = Event.fromWire(event);
+    const budget = retries ?? this.options.maxRetries ?? 5;
+    nonNegativeInt(budget, 'retries');
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        return await this.publishOnce(event);
+      } catch (error) {
+        const retryable = error.code === 429 || error.code === 503;
+        if (!retryable || attempt >= budget || this.closedByUser) throw error;
+        const wait = error.retryAfterMs != null ? error.retryAfterMs + Math.random() * 20 : backoffMs(attempt, { baseMs: 100, maxMs: 10000 });
+        await sleep(wait);
+      }
+    }
+  }
+
+  /** One PUBLISH and its reply. */
+  async publishOnce(event) {
     const connection = this.current();
     const key = bytesToHex(event.id);
     const reply = new Promise((resolve, reject) => connection.pending.set(key, { resolve, reject }));

@@ -151,6 +151,8 @@ export interface ConnectOptions {
   pingIntervalMs?: number;
   backoffBaseMs?: number;
   backoffMaxMs?: number;
+  /** 429/503 retries of a publish (default 5), waiting retry_after_ms when given. */
+  maxRetries?: number;
   /** A WebSocket implementation (default: globalThis.WebSocket, else the `ws` package). */
   WebSocket?: unknown;
 }
@@ -166,8 +168,8 @@ export class Relay {
   readonly state: ConnectionState;
   on(name: 'state', listener: (state: ConnectionState, error: AxonError | null) => void): () => void;
   on(name: 'error', listener: (error: AxonError) => void): () => void;
-  publish(fields: PublishFields | Event): Promise<PublishResult>;
-  publishEvent(event: Event | object): Promise<PublishResult>;
+  publish(fields: PublishFields | Event, options?: { retries?: number }): Promise<PublishResult>;
+  publishEvent(event: Event | object, options?: { retries?: number }): Promise<PublishResult>;
   subscribe(filters: Filter | Filter[], options?: SubscribeOptions): AsyncIterableIterator<SubscriptionItem>;
   query(filters: Filter | Filter[], options?: { afterSeq?: number | null }): Promise<Event[]>;
   sendDm(recipient: string | Uint8Array, plaintext: string | Uint8Array, options?: { tags?: Tag[]; kind?: number; expiresIn?: number }): Promise<PublishResult>;

@@ -347,7 +347,7 @@ describe('rate limit', () => {
       await client.publish({ kind: 1000, content: 'first' });
       let limited;
       try {
-        await client.publish({ kind: 1000, content: 'second' });
+        await client.publish({ kind: 1000, content: 'second' }, { retries: 0 });
       } catch (error) {
         limited = error;
       }
@@ -355,7 +355,12 @@ describe('rate limit', () => {
       assert.equal(limited.code, 429);
       assert.ok(Number.isInteger(limited.retryAfterMs) && limited.retryAfterMs > 0, `retry_after_ms missing: ${limited.retryAfterMs}`);
       await sleep(limited.retryAfterMs);
-      assert.ok((await client.publish({ kind: 1000, content: 'second' })).seq > 0);
+      assert.ok((await client.publish({ kind: 1000, content: 'second' }, { retries: 0 })).seq > 0);
+      // By default publish waits the hint itself: two more at once against 2/s, burst 1.
+      const started = Date.now();
+      const results = await Promise.all([client.publish({ kind: 1000, content: 'third' }), client.publish({ kind: 1000, content: 'fourth' })]);
+      assert.ok(results.every((result) => result.seq > 0), 'both accepted after waiting');
+      assert.ok(Date.now() - started >= 400, 'the second waited at least one retry hint');
       client.close();
     } finally {
       await relay.close();
