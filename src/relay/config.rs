@@ -221,6 +221,8 @@ pub struct RelayConfig {
     pub limits: LimitsConfig,
     /// Optional retention rules.
     pub retention: RetentionConfig,
+    /// Upstreams this relay copies events from (spec §17).
+    pub mirrors: Vec<super::mirror::MirrorConfig>,
 }
 
 impl Default for RelayConfig {
@@ -233,6 +235,7 @@ impl Default for RelayConfig {
             allowlist: Vec::new(),
             limits: LimitsConfig::default(),
             retention: RetentionConfig::default(),
+            mirrors: Vec::new(),
         }
     }
 }
@@ -270,7 +273,10 @@ impl RelayConfig {
     /// Reads and parses a file.
     pub fn load(path: &Path) -> Result<RelayConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        Self::parse(&text, &path.display().to_string())
+        let mut config = Self::parse(&text, &path.display().to_string())?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        super::mirror::config::resolve_keys(&mut config.mirrors, dir);
+        Ok(config)
     }
 
     /// Checks every value.
@@ -288,7 +294,8 @@ impl RelayConfig {
         self.admin_keys()?;
         self.allowlist_keys()?;
         self.limits.validate()?;
-        self.retention.validate()
+        self.retention.validate()?;
+        super::mirror::config::validate(&self.mirrors)
     }
 
     /// The listen address.
