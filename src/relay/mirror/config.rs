@@ -120,7 +120,11 @@ impl MirrorConfig {
         if self.filters.is_empty() {
             return Ok(vec![Filter::default()]);
         }
-        self.filters.iter().enumerate().map(|(index, filter)| filter.to_filter(&format!("{key}.filters[{index}]"))).collect()
+        self.filters
+            .iter()
+            .enumerate()
+            .map(|(index, filter)| filter.to_filter(&format!("{key}.filters[{index}]")))
+            .collect()
     }
 
     /// Reads the key file; errors name `{key}.key`.
@@ -128,8 +132,9 @@ impl MirrorConfig {
         let text = std::fs::read_to_string(&self.key)
             .map_err(|error| invalid(format!("{key}.key"), format!("cannot read {}: {error}", self.key.display())))?;
         let mut seed = [0u8; 32];
-        hex::decode_to_slice(text.trim(), &mut seed)
-            .map_err(|_| invalid(format!("{key}.key"), format!("{} must hold 64 hex characters", self.key.display())))?;
+        hex::decode_to_slice(text.trim(), &mut seed).map_err(|_| {
+            invalid(format!("{key}.key"), format!("{} must hold 64 hex characters", self.key.display()))
+        })?;
         Ok(SigningKey::from_bytes(&seed))
     }
 
@@ -192,7 +197,10 @@ mod tests {
     fn bad_mirror_values_are_named() {
         let cases = [
             ("mirrors:\n  - url: \"http://x\"\n    key: k\n", "mirrors[0].url"),
-            ("mirrors:\n  - url: \"ws://x\"\n    key: k\n    filters: [{\"ids\": [\"zz\"]}]\n", "mirrors[0].filters[0].ids[0]"),
+            (
+                "mirrors:\n  - url: \"ws://x\"\n    key: k\n    filters: [{\"ids\": [\"zz\"]}]\n",
+                "mirrors[0].filters[0].ids[0]",
+            ),
             ("mirrors:\n  - url: \"ws://x\"\n    key: k\n  - url: \"ws://x\"\n    key: k\n", "mirrors[1].url"),
             ("mirrors:\n  - url: \"ws://x\"\n    key: k\n    filters: [{\"kind\": [1]}]\n", "kind"),
             ("mirrors:\n  - url: \"ws://x\"\n    kee: k\n", "kee"),

@@ -38,7 +38,11 @@ pub fn prepare(mirrors: &[MirrorConfig]) -> Result<Vec<Prepared>, ConfigError> {
         .enumerate()
         .map(|(index, mirror)| {
             let name = format!("mirrors[{index}]");
-            Ok(Prepared { config: mirror.clone(), key: mirror.signing_key(&name)?, filters: mirror.wire_filters(&name)? })
+            Ok(Prepared {
+                config: mirror.clone(),
+                key: mirror.signing_key(&name)?,
+                filters: mirror.wire_filters(&name)?,
+            })
         })
         .collect()
 }

@@ -42,8 +42,15 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 enum WriteRequest {
-    Insert { accepted: Arc<Accepted>, reply: CommitReply },
-    Prune { rule: Prune, limit: usize, reply: oneshot::Sender<Result<usize, StoreError>> },
+    Insert {
+        accepted: Arc<Accepted>,
+        reply: CommitReply,
+    },
+    Prune {
+        rule: Prune,
+        limit: usize,
+        reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
     /// Copied events and their upstream's cursor: one unit, never split across batches.
     Mirror {
         events: Vec<(Arc<Accepted>, CommitReply)>,
