@@ -152,6 +152,17 @@ async fn a_mirror_copies_events_with_the_same_ids_and_signatures() {
     assert_eq!(info["mirrors"][0]["last_seq"], upstream_last);
     let secret = hex::encode(mirror_key().to_bytes());
     assert!(!info.to_string().contains(&secret) && !info.to_string().contains("mirror-"), "no key in the info");
+    // `axon mirror status` reads the same document.
+    let url = mirror.url.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_axon")).args(["mirror", "status", "--url", &url]).output()
+    })
+    .await
+    .expect("join")
+    .expect("axon runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains(&upstream.url) && text.contains("connected=true") && text.contains("copied=8"), "{text}");
     let (_, metrics) = http_get(&mirror, "/metrics", None).await;
     assert!(metrics.contains(&format!("axon_mirror_connected{{upstream=\"{}\"}} 1", upstream.url)), "{metrics}");
     assert!(metrics.contains(&format!("axon_mirror_events_copied_total{{upstream=\"{}\"}} 8", upstream.url)));

@@ -74,14 +74,18 @@ pub fn target(url: &str) -> Result<Target, InfoError> {
     Ok(Target { tls, host, port, authority: authority.to_owned(), path })
 }
 
-/// Fetches the info document of the relay at `url` and returns its `relay_url`.
-pub async fn fetch_relay_url(url: &str) -> Result<String, InfoError> {
+/// Fetches the info document of the relay at `url` (ws:// or wss://).
+pub async fn fetch_document(url: &str) -> Result<serde_json::Value, InfoError> {
     let target = target(url)?;
     let body = tokio::time::timeout(TIMEOUT, get(&target))
         .await
         .map_err(|_| InfoError::Fetch(format!("no answer within {} s", TIMEOUT.as_secs())))??;
-    let document: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|error| InfoError::Document(error.to_string()))?;
+    serde_json::from_slice(&body).map_err(|error| InfoError::Document(error.to_string()))
+}
+
+/// Fetches the info document of the relay at `url` and returns its `relay_url`.
+pub async fn fetch_relay_url(url: &str) -> Result<String, InfoError> {
+    let document = fetch_document(url).await?;
     document
         .get("relay_url")
         .and_then(|value| value.as_str())

@@ -133,9 +133,30 @@ impl Mirrors {
                     "lag_seconds": metrics.lag_seconds.with_label_values(&labels).get(),
                     "events_copied": metrics.copied.with_label_values(&labels).get(),
                     "connect_attempts": metrics.attempts.with_label_values(&labels).get(),
+                    "skipped": by_label(&metrics.skipped, url, "reason"),
+                    "errors": by_label(&metrics.errors, url, "code"),
                 })
             })
             .collect();
         json!(upstreams)
     }
+}
+
+/// One upstream's counts in `vec`, keyed by the value of its label `label`.
+fn by_label(vec: &prometheus::IntCounterVec, upstream: &str, label: &str) -> serde_json::Value {
+    use prometheus::core::Collector;
+    let mut counts = serde_json::Map::new();
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let value = |name: &str| {
+                metric.get_label().iter().find(|pair| pair.name() == name).map(|pair| pair.value().to_owned())
+            };
+            if value("upstream").as_deref() == Some(upstream) {
+                if let Some(key) = value(label) {
+                    counts.insert(key, json!(metric.get_counter().get_value() as u64));
+                }
+            }
+        }
+    }
+    serde_json::Value::Object(counts)
 }
