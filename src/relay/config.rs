@@ -357,10 +357,25 @@ mod tests {
     }
 
     #[test]
+    fn mirror_key_paths_are_relative_to_relay_yaml() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("relay.yaml");
+        std::fs::write(
+            &path,
+            "mirrors:\n  - url: \"ws://up:1\"\n    key: \"m.key\"\n  - url: \"ws://up:2\"\n    key: \"/abs.key\"\n",
+        )
+        .expect("write");
+        let config = RelayConfig::load(&path).expect("valid");
+        assert_eq!(config.mirrors[0].key, dir.path().join("m.key"));
+        assert_eq!(config.mirrors[1].key, Path::new("/abs.key"));
+    }
+
+    #[test]
     fn shipped_relay_yaml_parses_to_the_defaults() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/relay.yaml");
         let config = RelayConfig::load(Path::new(path)).expect("shipped relay.yaml");
         assert_eq!(config.limits, LimitsConfig::default());
         assert_eq!(config.addr, "127.0.0.1:8080");
+        assert!(config.mirrors.is_empty());
     }
 }

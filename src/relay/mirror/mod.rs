@@ -49,6 +49,8 @@ pub fn prepare(mirrors: &[MirrorConfig]) -> Result<Vec<Prepared>, ConfigError> {
 
 struct Running {
     config: MirrorConfig,
+    /// The public half of the key it runs with (a rewritten key file restarts it).
+    public: [u8; 32],
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -74,7 +76,9 @@ impl Mirrors {
         let wanted: HashMap<String, Prepared> =
             prepared.into_iter().map(|entry| (entry.config.url.clone(), entry)).collect();
         running.retain(|url, mirror| {
-            let keep = wanted.get(url).is_some_and(|entry| entry.config == mirror.config);
+            let keep = wanted.get(url).is_some_and(|entry| {
+                entry.config == mirror.config && entry.key.verifying_key().to_bytes() == mirror.public
+            });
             if !keep {
                 let _ = mirror.stop.send(true);
                 if !wanted.contains_key(url) {
@@ -89,6 +93,7 @@ impl Mirrors {
                 continue;
             }
             let (stop, stopped) = watch::channel(false);
+            let public = entry.key.verifying_key().to_bytes();
             let upstream = upstream::Upstream {
                 config: entry.config.clone(),
                 key: entry.key,
@@ -98,7 +103,7 @@ impl Mirrors {
             };
             let task = tokio::spawn(upstream.run());
             tracing::info!(upstream = %url, "mirror started");
-            running.insert(url, Running { config: entry.config, stop, task });
+            running.insert(url, Running { config: entry.config, public, stop, task });
         }
     }
 
