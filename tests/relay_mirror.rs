@@ -340,3 +340,27 @@ async fn mirrors_are_validated_and_removed_on_reload() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(stored(&mirror).await.is_empty());
 }
+
+/// Copy rate during catch-up (a figure, not a check): `cargo test --test relay_mirror
+/// copy_rate -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn copy_rate() {
+    const EVENTS: usize = 5000;
+    let upstream = start_upstream().await;
+    let client = upstream.connect(&alice()).await;
+    let events: Vec<_> = (0..EVENTS).map(|index| event(&alice(), 1000, &format!("rate {index}"), vec![])).collect();
+    for chunk in events.chunks(500) {
+        futures_util::future::join_all(chunk.iter().map(|event| client.publish(event))).await;
+    }
+    let head = state(&upstream).store.last_seq().expect("seq");
+    let started = std::time::Instant::now();
+    let mirror = start_mirror(&upstream, |_| {}).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while cursor(&mirror, &upstream.url).await < head {
+        assert!(tokio::time::Instant::now() < deadline, "copied in time");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let elapsed = started.elapsed();
+    println!("copied {EVENTS} events in {elapsed:?}: {:.0} events/s", EVENTS as f64 / elapsed.as_secs_f64());
+}
