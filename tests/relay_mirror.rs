@@ -364,3 +364,56 @@ async fn copy_rate() {
     let elapsed = started.elapsed();
     println!("copied {EVENTS} events in {elapsed:?}: {:.0} events/s", EVENTS as f64 / elapsed.as_secs_f64());
 }
+
+/// `last_seq` of the first mirror, from a relay's info document.
+async fn info_last_seq(url: &str) -> Option<u64> {
+    let document = axon_relay::relay::mirror::info::fetch_document(url).await.ok()?;
+    document["mirrors"][0]["last_seq"].as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_process_added_on_sighup_and_killed_mid_copy_neither_skips_nor_repeats() {
+    const EVENTS: usize = 4000;
+    let upstream = start_upstream().await;
+    let client = upstream.connect(&alice()).await;
+    let events: Vec<_> = (0..EVENTS).map(|index| event(&alice(), 1000, &format!("crash {index}"), vec![])).collect();
+    for chunk in events.chunks(500) {
+        for answer in futures_util::future::join_all(chunk.iter().map(|event| client.publish(event))).await {
+            answer.expect("published");
+        }
+    }
+    let head = state(&upstream).store.last_seq().expect("seq");
+
+    // A child relay with no mirrors learns one on SIGHUP; its key path is relative.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("mirror.key"), hex::encode(mirror_key().to_bytes())).expect("key file");
+    let plain = child_yaml(dir.path(), &[&admin()], &[&alice(), &bob()], "");
+    let child = ChildRelay::spawn(dir.path(), &plain);
+    let mirrored = child_yaml(
+        dir.path(),
+        &[&admin()],
+        &[&alice(), &bob()],
+        &format!("mirrors:\n  - url: \"{}\"\n    key: \"mirror.key\"\n    retry_min_ms: 20\n", upstream.url),
+    );
+    std::fs::write(&child.config_path, &mirrored).expect("rewrite config");
+    child.signal("HUP");
+    let mut partial = 0;
+    eventually("copy under way", async || {
+        partial = info_last_seq(&child.url).await.unwrap_or(0);
+        partial > 0
+    })
+    .await;
+    drop(child); // SIGKILL, possibly in the middle of a batch.
+
+    let child = ChildRelay::spawn(dir.path(), &mirrored);
+    eventually("copy complete after the crash", async || info_last_seq(&child.url).await == Some(head)).await;
+    let reader = child.connect(&admin()).await.expect("connect");
+    let mut subscription = reader.subscribe("all", vec![Default::default()], Some(0)).await.expect("subscribe");
+    let copied =
+        tokio::time::timeout(Duration::from_secs(20), subscription.stored()).await.expect("in time").expect("stored");
+    println!("killed after upstream seq {partial} of {head}");
+    assert_eq!(copied.len(), EVENTS, "no duplicate, no gap");
+    assert_no_duplicates(&copied);
+    let expected: HashSet<_> = events.iter().map(|event| event.id).collect();
+    assert!(copied.iter().all(|(event, _)| expected.contains(&event.id)));
+}
