@@ -104,10 +104,11 @@ async fn get(target: &Target) -> Result<Vec<u8>, InfoError> {
     exchange(stream, target).await
 }
 
-/// Sends the GET and returns the body of a 200 answer.
+/// Sends the GET and returns the body of a 200 answer. HTTP/1.0, so the answer is never
+/// chunked (a proxy in front of the upstream would otherwise be free to chunk it).
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, target: &Target) -> Result<Vec<u8>, InfoError> {
     let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nConnection: close\r\nUser-Agent: axon-mirror\r\n\r\n",
+        "GET {} HTTP/1.0\r\nHost: {}\r\nAccept: application/json\r\nConnection: close\r\nUser-Agent: axon-mirror\r\n\r\n",
         target.path, target.authority
     );
     let fetch = |error: std::io::Error| InfoError::Fetch(error.to_string());
@@ -120,7 +121,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, target: &Tar
         .ok_or_else(|| InfoError::Document("no HTTP response head".into()))?;
     let head = String::from_utf8_lossy(&response[..end]);
     let status = head.split(' ').nth(1).unwrap_or_default();
-    if status != "200" {
+    if !head.starts_with("HTTP/1.") || status != "200" {
         return Err(InfoError::Document(format!("HTTP status {status}")));
     }
     Ok(response[end + 4..].to_vec())

@@ -81,7 +81,10 @@ impl Mirrors {
             });
             if !keep {
                 let _ = mirror.stop.send(true);
-                if !wanted.contains_key(url) {
+                if wanted.contains_key(url) {
+                    // Changed: its replacement reports its own connection.
+                    state.metrics.mirrors.connected.with_label_values(&[url]).set(0);
+                } else {
                     state.metrics.mirrors.forget(url);
                 }
                 tracing::info!(upstream = %url, "mirror stopped");

@@ -123,12 +123,13 @@ impl Upstream {
                 outcome = self.session(&mut healthy) => outcome,
                 _ = stopped(self.stop.clone(), self.state.shutdown_signal()) => Err(SessionError::Stopped),
             };
-            self.metrics().connected.with_label_values(&[&url]).set(0);
             let error = match outcome {
+                // Removed or shutting down: leave the (possibly forgotten) series alone.
                 Err(SessionError::Stopped) => return,
                 Err(error) => error,
                 Ok(()) => SessionError::Client(ClientError::Closed),
             };
+            self.metrics().connected.with_label_values(&[&url]).set(0);
             if healthy {
                 backoff.reset();
             }
