@@ -31,6 +31,8 @@ enum Command {
     ///
     /// Example: axon dm seal --key alice.key --to <bob hex> "hello"
     Dm(axon_relay::cli::dm::DmArgs),
+    /// Mirrors (spec §17): `axon mirror status` shows each upstream's state.
+    Mirror(axon_relay::cli::mirror::MirrorArgs),
     #[command(flatten)]
     Tool(axon_relay::cli::tools::ToolCommand),
     /// Write the spec §13 test vectors into a directory.
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Keygen(args) => axon_relay::cli::keys::keygen(args),
         Command::Bench(args) => axon_relay::cli::bench::run(args),
         Command::Dm(args) => axon_relay::cli::dm::run(args),
+        Command::Mirror(args) => axon_relay::cli::mirror::run(args),
         Command::Tool(command) => axon_relay::cli::tools::run(command),
         Command::Vectors { dir } => axon_relay::cli::write_vectors(&dir),
     };

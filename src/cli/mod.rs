@@ -7,6 +7,7 @@ pub mod common;
 pub mod dm;
 pub mod import;
 pub mod keys;
+pub mod mirror;
 pub mod publish;
 pub mod query;
 pub mod relay;

@@ -221,6 +221,8 @@ pub struct RelayConfig {
     pub limits: LimitsConfig,
     /// Optional retention rules.
     pub retention: RetentionConfig,
+    /// Upstreams this relay copies events from (spec §17).
+    pub mirrors: Vec<super::mirror::MirrorConfig>,
 }
 
 impl Default for RelayConfig {
@@ -233,6 +235,7 @@ impl Default for RelayConfig {
             allowlist: Vec::new(),
             limits: LimitsConfig::default(),
             retention: RetentionConfig::default(),
+            mirrors: Vec::new(),
         }
     }
 }
@@ -270,7 +273,10 @@ impl RelayConfig {
     /// Reads and parses a file.
     pub fn load(path: &Path) -> Result<RelayConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        Self::parse(&text, &path.display().to_string())
+        let mut config = Self::parse(&text, &path.display().to_string())?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        super::mirror::config::resolve_keys(&mut config.mirrors, dir);
+        Ok(config)
     }
 
     /// Checks every value.
@@ -288,7 +294,8 @@ impl RelayConfig {
         self.admin_keys()?;
         self.allowlist_keys()?;
         self.limits.validate()?;
-        self.retention.validate()
+        self.retention.validate()?;
+        super::mirror::config::validate(&self.mirrors)
     }
 
     /// The listen address.
@@ -350,10 +357,25 @@ mod tests {
     }
 
     #[test]
+    fn mirror_key_paths_are_relative_to_relay_yaml() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("relay.yaml");
+        std::fs::write(
+            &path,
+            "mirrors:\n  - url: \"ws://up:1\"\n    key: \"m.key\"\n  - url: \"ws://up:2\"\n    key: \"/abs.key\"\n",
+        )
+        .expect("write");
+        let config = RelayConfig::load(&path).expect("valid");
+        assert_eq!(config.mirrors[0].key, dir.path().join("m.key"));
+        assert_eq!(config.mirrors[1].key, Path::new("/abs.key"));
+    }
+
+    #[test]
     fn shipped_relay_yaml_parses_to_the_defaults() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/relay.yaml");
         let config = RelayConfig::load(Path::new(path)).expect("shipped relay.yaml");
         assert_eq!(config.limits, LimitsConfig::default());
         assert_eq!(config.addr, "127.0.0.1:8080");
+        assert!(config.mirrors.is_empty());
     }
 }

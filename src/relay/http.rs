@@ -215,7 +215,7 @@ pub fn route(head: &RequestHead, state: &RelayState) -> Response {
             Some(problem) => text(503, &format!("unavailable: {problem}\n")),
         },
         "/health" => text(503, "unavailable"),
-        "/info" => json_response(config),
+        "/info" => json_response(config, state),
         "/metrics" => {
             state.metrics.outbound_bytes.set(state.outbound_bytes.queued() as i64);
             Response {
@@ -224,7 +224,7 @@ pub fn route(head: &RequestHead, state: &RelayState) -> Response {
                 body: state.metrics.render(&config.db, state.fanout.len()),
             }
         }
-        "/" if wants_json => json_response(config),
+        "/" if wants_json => json_response(config, state),
         "/" if super::console::wants_console(head.header("accept")) => {
             Response { status: 200, content_type: super::console::CONTENT_TYPE, body: super::console::HTML.to_owned() }
         }
@@ -233,8 +233,11 @@ pub fn route(head: &RequestHead, state: &RelayState) -> Response {
     }
 }
 
-fn json_response(config: &RelayConfig) -> Response {
-    Response { status: 200, content_type: "application/json", body: info_document(config).to_string() }
+fn json_response(config: &RelayConfig, state: &RelayState) -> Response {
+    let mut document = info_document(config);
+    // Spec §17: each upstream's url and state (never its key).
+    document["mirrors"] = state.mirrors.info(&state.metrics.mirrors);
+    Response { status: 200, content_type: "application/json", body: document.to_string() }
 }
 
 /// Writes a response and closes the connection.

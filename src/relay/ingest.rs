@@ -41,6 +41,18 @@ pub struct Publisher<'a> {
     pub keys: &'a KeyCache,
 }
 
+/// Validation (spec §3): the event decodes, its fields are within the limits, its id is
+/// the hash of its canonical payload and its signature verifies. Also used for events a
+/// mirror copies (spec §17).
+pub fn validate(raw: &RawEvent, limits: &LimitsConfig, keys: &KeyCache) -> Result<crate::protocol::Event, Rejection> {
+    let event = raw.decode().map_err(|error| Rejection { error, id: raw.best_effort_id() })?;
+    let reject = |error| Rejection { error, id: Some(event.id) };
+    event.check_fields(&limits.protocol()).map_err(reject)?;
+    event.check_id().map_err(reject)?;
+    keys.verify(&event).map_err(|bad| reject(bad.into()))?;
+    Ok(event)
+}
+
 /// Runs every rule before storage: validation (§3) → author allowed → kind rules →
 /// expires_at → created_at skew → rate limit → admin event content.
 pub fn admit(
@@ -50,12 +62,9 @@ pub fn admit(
     publisher: &Publisher<'_>,
     now: u64,
 ) -> Result<Admitted, Rejection> {
-    let event = raw.decode().map_err(|error| Rejection { error, id: raw.best_effort_id() })?;
+    let event = validate(&raw, limits, publisher.keys)?;
     let id = Some(event.id);
     let reject = |error| Rejection { error, id };
-    event.check_fields(&limits.protocol()).map_err(reject)?;
-    event.check_id().map_err(reject)?;
-    publisher.keys.verify(&event).map_err(|bad| reject(bad.into()))?;
     if !access.is_allowed(&event.pubkey) {
         return Err(reject(ProtocolError::new(ErrorCode::Restricted, "the event's author is not on the allowlist")));
     }

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub health_failing: IntGaugeVec,
     /// Bytes waiting in outbound queues over all connections (set at scrape time).
     pub outbound_bytes: IntGauge,
+    /// Per-upstream mirror state (spec §17).
+    pub mirrors: super::mirror::MirrorMetrics,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -104,6 +106,7 @@ impl Metrics {
                 .unwrap_or_else(|_| unreachable!("valid metric")),
             ),
             outbound_bytes: gauge(&registry, "axon_outbound_bytes", "Bytes queued in outbound queues, all connections"),
+            mirrors: super::mirror::MirrorMetrics::new(&registry),
             registry,
         }
     }

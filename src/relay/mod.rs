@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod keys;
 pub mod memory;
 pub mod metrics;
+pub mod mirror;
 pub mod outbound;
 pub mod rate;
 pub mod reply;
@@ -84,6 +85,8 @@ pub struct RelayState {
     pub health: Arc<Health>,
     /// Bytes queued in every connection's outbound queue.
     pub outbound_bytes: Arc<OutboundBytes>,
+    /// Upstreams this relay copies from (spec §17).
+    pub mirrors: mirror::Mirrors,
     serving: AtomicBool,
     next_conn: AtomicU64,
     shutdown: watch::Receiver<bool>,
@@ -117,9 +120,11 @@ impl RelayState {
                 });
             }
         }
+        let mirrors = mirror::prepare(&config.mirrors)?;
         self.access.set_static(config.admin_keys()?, config.allowlist_keys()?);
         *crate::sync::write(&self.config) = Arc::new(config);
         self.connections.kick_disallowed(|key| self.access.is_allowed(key));
+        self.mirrors.apply(mirrors);
         Ok(())
     }
 
@@ -191,6 +196,7 @@ impl RelayHandle {
     /// Begins a graceful shutdown and waits for it to finish (bounded by the drain timeout).
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        self.state.mirrors.stop_all().await;
         let _ = self.server.await;
         // Fold the WAL into the database file, so the .db file alone is complete.
         let store = self.state.store.clone();
@@ -204,6 +210,7 @@ impl RelayHandle {
 /// Opens the database, replays the admin log, binds, and starts serving.
 pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
     config.validate()?;
+    let mirrors = mirror::prepare(&config.mirrors)?;
     let access = Arc::new(Access::new(config.admin_keys()?, config.allowlist_keys()?));
     let metrics = Arc::new(Metrics::new());
     let fanout = Arc::new(Fanout::new(metrics.clone()));
@@ -235,11 +242,14 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
         handshake_rate: rate::RateLimiter::default(),
         health,
         outbound_bytes: Arc::new(OutboundBytes::default()),
+        mirrors: mirror::Mirrors::default(),
         serving: AtomicBool::new(true),
         next_conn: AtomicU64::new(1),
         shutdown: shutdown_receiver,
     });
     let server = tokio::spawn(server::run(listener, state.clone()));
+    state.mirrors.bind(&state);
+    state.mirrors.apply(mirrors);
     Ok(RelayHandle { local_addr, state, shutdown, server })
 }
 

@@ -118,6 +118,52 @@ pub struct Committed {
     pub accepted: Arc<Accepted>,
 }
 
+/// An upstream's position (spec §17): the highest upstream seq a mirror has handled,
+/// stored in the same transaction as the events it copied up to there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamCursor {
+    /// The upstream, as configured (its `url`).
+    pub upstream: String,
+    /// The upstream seq every event up to which has been stored or deliberately skipped.
+    pub last_seq: u64,
+}
+
+/// Events copied from an upstream, to be committed atomically with its new cursor: all of
+/// them and the cursor, or nothing. `events` may be empty (the cursor alone advances
+/// past events the mirror skipped).
+#[derive(Debug)]
+pub struct MirrorBatch {
+    /// Events to store, in upstream seq order; duplicates by id are dropped.
+    pub events: Vec<Arc<Accepted>>,
+    /// The cursor to store with them.
+    pub cursor: UpstreamCursor,
+}
+
+/// The backend's answer to a [`MirrorBatch`], still to come.
+pub struct PendingMirror {
+    /// One answer per event, as for [`EventStore::submit`].
+    pub events: Vec<PendingCommit>,
+    /// Resolves once the transaction holding the events and the cursor committed.
+    pub done: oneshot::Receiver<Result<(), StoreError>>,
+}
+
+impl PendingMirror {
+    /// Waits for the commit; then each event's answer: `Some(seq)` stored, `None` a
+    /// duplicate.
+    pub async fn wait(self) -> Result<Vec<Option<u64>>, StoreError> {
+        self.done.await.unwrap_or(Err(StoreError::Closed))?;
+        let mut outcomes = Vec::with_capacity(self.events.len());
+        for pending in self.events {
+            match pending.await {
+                Ok(seq) => outcomes.push(Some(seq)),
+                Err(StoreError::Duplicate) => outcomes.push(None),
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(outcomes)
+    }
+}
+
 /// A stored event as returned by a query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRow {
@@ -210,6 +256,20 @@ pub trait EventStore: Send + Sync + 'static {
     /// pending answer: `Ok(seq)` once committed and the hook has run.
     fn submit(&self, accepted: Arc<Accepted>) -> BoxFuture<'_, Result<PendingCommit, StoreError>>;
 
+    /// Queues copied events and their upstream's cursor (spec §17) as one unit: they are
+    /// committed in one transaction, never split across two. Backends without mirror
+    /// support refuse.
+    fn submit_mirrored(&self, batch: MirrorBatch) -> BoxFuture<'_, Result<PendingMirror, StoreError>> {
+        let _ = batch;
+        Box::pin(async { Err(StoreError::Storage("this storage backend does not support mirrors".into())) })
+    }
+
+    /// The stored cursor of `upstream` (0 when nothing was copied from it yet).
+    fn upstream_cursor(&self, upstream: &str) -> Result<u64, StoreError> {
+        let _ = upstream;
+        Err(StoreError::Storage("this storage backend does not support mirrors".into()))
+    }
+
     /// Deletes up to `limit` events `rule` selects, in one short transaction ordered with
     /// the inserts around it; returns how many.
     fn prune_batch(&self, rule: Prune, limit: usize) -> BoxFuture<'_, Result<usize, StoreError>>;
@@ -265,6 +325,18 @@ impl Store {
     /// pending answer. Events submitted one after another get increasing seqs.
     pub async fn submit(&self, accepted: Arc<Accepted>) -> Result<PendingCommit, StoreError> {
         self.backend.submit(accepted).await
+    }
+
+    /// Queues copied events with their upstream's new cursor, committed together.
+    pub async fn submit_mirrored(&self, batch: MirrorBatch) -> Result<PendingMirror, StoreError> {
+        self.backend.submit_mirrored(batch).await
+    }
+
+    /// The stored cursor of `upstream` (0 if none).
+    pub async fn upstream_cursor(&self, upstream: &str) -> Result<u64, StoreError> {
+        let backend = self.backend.clone();
+        let upstream = upstream.to_owned();
+        blocking(move || backend.upstream_cursor(&upstream)).await
     }
 
     /// Deletes events whose `expires_at` is ≤ `now`; returns how many.

@@ -15,8 +15,8 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Accepted, BackupProgress, BackupReport, BatchStats, CommitHook, CommitReply, Committed, EventStore, PendingCommit,
-    Prune, StoreError, StoredRow, Window,
+    Accepted, BackupProgress, BackupReport, BatchStats, CommitHook, CommitReply, Committed, EventStore, MirrorBatch,
+    PendingCommit, PendingMirror, Prune, StoreError, StoredRow, UpstreamCursor, Window,
 };
 
 pub use backup::backup_file;
@@ -42,8 +42,21 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 enum WriteRequest {
-    Insert { accepted: Arc<Accepted>, reply: CommitReply },
-    Prune { rule: Prune, limit: usize, reply: oneshot::Sender<Result<usize, StoreError>> },
+    Insert {
+        accepted: Arc<Accepted>,
+        reply: CommitReply,
+    },
+    Prune {
+        rule: Prune,
+        limit: usize,
+        reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
+    /// Copied events and their upstream's cursor: one unit, never split across batches.
+    Mirror {
+        events: Vec<(Arc<Accepted>, CommitReply)>,
+        cursor: UpstreamCursor,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 /// A SQLite event log: cheap to share behind an `Arc`.
@@ -105,6 +118,29 @@ impl EventStore for SqliteStore {
             self.writes.send(WriteRequest::Insert { accepted, reply }).await.map_err(|_| StoreError::Closed)?;
             Ok(pending)
         })
+    }
+
+    fn submit_mirrored(&self, batch: MirrorBatch) -> BoxFuture<'_, Result<PendingMirror, StoreError>> {
+        Box::pin(async move {
+            let (events, pending): (Vec<_>, Vec<_>) = batch
+                .events
+                .into_iter()
+                .map(|accepted| {
+                    let (reply, pending) = PendingCommit::channel();
+                    ((accepted, reply), pending)
+                })
+                .unzip();
+            let (reply, done) = oneshot::channel();
+            self.writes
+                .send(WriteRequest::Mirror { events, cursor: batch.cursor, reply })
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            Ok(PendingMirror { events: pending, done })
+        })
+    }
+
+    fn upstream_cursor(&self, upstream: &str) -> Result<u64, StoreError> {
+        self.read(|connection| query::upstream_cursor(connection, upstream))
     }
 
     fn prune_batch(&self, rule: Prune, limit: usize) -> BoxFuture<'_, Result<usize, StoreError>> {

@@ -313,6 +313,17 @@ pub fn replay_page(
 }
 
 /// The highest seq ever assigned, including deleted rows (AUTOINCREMENT's counter).
+/// The stored cursor of a mirror's upstream (spec §17); 0 if none.
+pub fn upstream_cursor(connection: &Connection, upstream: &str) -> Result<u64, StoreError> {
+    let seq: Option<i64> = connection
+        .query_row("SELECT last_seq FROM mirror_state WHERE upstream = ?1", [upstream], |row| row.get(0))
+        .or_else(|error| match error {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            other => Err(other),
+        })?;
+    Ok(seq.unwrap_or(0).max(0) as u64)
+}
+
 pub fn last_seq(connection: &Connection) -> Result<u64, StoreError> {
     let seq: Option<i64> = connection
         .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |row| row.get(0))

@@ -29,6 +29,14 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX tags_by_value ON tags (name, value, created_at DESC, seq DESC, kind);
     CREATE INDEX tags_by_seq   ON tags (seq);
     ",
+    // 1 → 2: mirrors (spec §17): per upstream, the last upstream seq handled, written in
+    // the same transaction as the copied events.
+    "
+    CREATE TABLE mirror_state (
+        upstream TEXT    PRIMARY KEY,
+        last_seq INTEGER NOT NULL
+    ) STRICT;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Accepted, BatchStats, CommitHook, Committed, Prune, StoreError, WriteRequest, MAX_BATCH};
+use super::{Accepted, BatchStats, CommitHook, Committed, Prune, StoreError, UpstreamCursor, WriteRequest, MAX_BATCH};
 use crate::protocol::visibility::admin_kinds;
 
 /// Starts the writer thread.
@@ -24,16 +24,26 @@ pub fn spawn(
 
 type Reply = oneshot::Sender<Result<u64, StoreError>>;
 
+/// Mirror cursors (spec §17) gathered for the batch, each with the answer to send once
+/// the transaction holding it committed.
+type Cursors = Vec<(UpstreamCursor, oneshot::Sender<Result<(), StoreError>>)>;
+
 fn run(mut connection: Connection, mut receiver: mpsc::Receiver<WriteRequest>, mut hook: Box<dyn CommitHook>) {
     let mut inserts: Vec<(Arc<Accepted>, Reply)> = Vec::with_capacity(MAX_BATCH);
+    let mut cursors: Cursors = Vec::new();
     while let Some(request) = receiver.blocking_recv() {
         let mut next = Some(request);
         while let Some(request) = next.take() {
             match request {
                 WriteRequest::Insert { accepted, reply } => inserts.push((accepted, reply)),
+                WriteRequest::Mirror { events, cursor, reply } => {
+                    // One unit: the events and their cursor land in the same transaction.
+                    inserts.extend(events);
+                    cursors.push((cursor, reply));
+                }
                 WriteRequest::Prune { rule, limit, reply } => {
                     // Commit what is gathered first so order is kept.
-                    commit_batch(&mut connection, &mut inserts, hook.as_mut());
+                    commit_batch(&mut connection, &mut inserts, &mut cursors, hook.as_mut());
                     let _ = reply.send(prune(&mut connection, rule, limit));
                 }
             }
@@ -41,17 +51,22 @@ fn run(mut connection: Connection, mut receiver: mpsc::Receiver<WriteRequest>, m
                 next = receiver.try_recv().ok();
             }
         }
-        commit_batch(&mut connection, &mut inserts, hook.as_mut());
+        commit_batch(&mut connection, &mut inserts, &mut cursors, hook.as_mut());
     }
 }
 
 /// Inserts, commits, runs the hook, then answers every request of the batch.
-fn commit_batch(connection: &mut Connection, inserts: &mut Vec<(Arc<Accepted>, Reply)>, hook: &mut dyn CommitHook) {
-    if inserts.is_empty() {
+fn commit_batch(
+    connection: &mut Connection,
+    inserts: &mut Vec<(Arc<Accepted>, Reply)>,
+    cursors: &mut Cursors,
+    hook: &mut dyn CommitHook,
+) {
+    if inserts.is_empty() && cursors.is_empty() {
         return;
     }
     let started = std::time::Instant::now();
-    match insert_all(connection, inserts) {
+    match insert_all(connection, inserts, cursors) {
         Ok(outcomes) => {
             let stats = BatchStats { requests: inserts.len(), elapsed: started.elapsed() };
             let committed: Vec<Committed> = inserts
@@ -63,6 +78,9 @@ fn commit_batch(connection: &mut Connection, inserts: &mut Vec<(Arc<Accepted>, R
             for ((_, reply), outcome) in inserts.drain(..).zip(outcomes) {
                 let _ = reply.send(outcome.ok_or(StoreError::Duplicate));
             }
+            for (_, reply) in cursors.drain(..) {
+                let _ = reply.send(Ok(()));
+            }
         }
         Err(error) => {
             tracing::error!(%error, class = error.class(), events = inserts.len(), "write batch failed; nothing of it was stored");
@@ -70,12 +88,19 @@ fn commit_batch(connection: &mut Connection, inserts: &mut Vec<(Arc<Accepted>, R
             for (_, reply) in inserts.drain(..) {
                 let _ = reply.send(Err(error.clone()));
             }
+            for (_, reply) in cursors.drain(..) {
+                let _ = reply.send(Err(error.clone()));
+            }
         }
     }
 }
 
-/// One transaction for the batch; `None` marks a duplicate id.
-fn insert_all(connection: &mut Connection, inserts: &[(Arc<Accepted>, Reply)]) -> Result<Vec<Option<u64>>, StoreError> {
+/// One transaction for the batch (events, then mirror cursors); `None` marks a duplicate id.
+fn insert_all(
+    connection: &mut Connection,
+    inserts: &[(Arc<Accepted>, Reply)],
+    cursors: &Cursors,
+) -> Result<Vec<Option<u64>>, StoreError> {
     let transaction = connection.transaction()?;
     let mut outcomes = Vec::with_capacity(inserts.len());
     {
@@ -106,8 +131,24 @@ fn insert_all(connection: &mut Connection, inserts: &[(Arc<Accepted>, Reply)]) -
             outcomes.push(seq.map(|seq| seq as u64));
         }
     }
+    store_cursors(&transaction, cursors)?;
     transaction.commit()?;
     Ok(outcomes)
+}
+
+/// Writes mirror cursors (spec §17); a cursor never moves back.
+fn store_cursors(transaction: &rusqlite::Transaction<'_>, cursors: &Cursors) -> Result<(), StoreError> {
+    if cursors.is_empty() {
+        return Ok(());
+    }
+    let mut upsert = transaction.prepare_cached(
+        "INSERT INTO mirror_state (upstream, last_seq) VALUES (?1, ?2)
+         ON CONFLICT (upstream) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+    )?;
+    for (cursor, _) in cursors {
+        upsert.execute(params![cursor.upstream, cursor.last_seq.min(i64::MAX as u64) as i64])?;
+    }
+    Ok(())
 }
 
 /// Deletes up to `limit` events selected by `rule` (and their tag rows) in one transaction.
