@@ -67,10 +67,13 @@ pub fn run(args: RelayArgs) -> CliResult {
         }
         let relay_url = config.relay_url.clone();
         let db = config.db.clone();
+        // Handlers first: a SIGHUP that arrives once "listening on" is out must reload,
+        // not take the default action (terminate).
+        let signals = Signals::install()?;
         let handle = crate::relay::start(config).await?;
         tracing::info!(addr = %handle.local_addr, %relay_url, db = %db.display(), "relay listening");
         println!("listening on {}", handle.local_addr);
-        serve_until_stopped(&handle, &args).await?;
+        signals.serve_until_stopped(&handle, &args).await;
         tracing::info!("shutting down");
         handle.shutdown().await;
         tracing::info!("stopped");
@@ -92,18 +95,32 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// Waits for SIGINT/SIGTERM; on SIGHUP re-reads the config (with the same command-line
-/// overrides) and applies it, keeping the old one if the new one is bad.
-async fn serve_until_stopped(handle: &crate::relay::RelayHandle, args: &RelayArgs) -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
-    loop {
-        tokio::select! {
-            _ = terminate.recv() => return Ok(()),
-            _ = interrupt.recv() => return Ok(()),
-            _ = hangup.recv() => reload(handle, args),
+/// The relay's signal handlers, installed before it starts listening.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for SIGINT/SIGTERM; on SIGHUP re-reads the config (with the same command-line
+    /// overrides) and applies it, keeping the old one if the new one is bad.
+    async fn serve_until_stopped(mut self, handle: &crate::relay::RelayHandle, args: &RelayArgs) {
+        loop {
+            tokio::select! {
+                _ = self.terminate.recv() => return,
+                _ = self.interrupt.recv() => return,
+                _ = self.hangup.recv() => reload(handle, args),
+            }
         }
     }
 }
