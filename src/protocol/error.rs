@@ -15,6 +15,8 @@ pub enum ErrorCode {
     Duplicate,
     /// 410: the event's `expires_at` is already past.
     Expired,
+    /// 412: the subscription does not hold the job's current lease (spec §14).
+    LeaseLost,
     /// 413: content or frame too large.
     TooLarge,
     /// 429: rate limited.
@@ -27,12 +29,13 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::Invalid,
         ErrorCode::AuthRequired,
         ErrorCode::Restricted,
         ErrorCode::Duplicate,
         ErrorCode::Expired,
+        ErrorCode::LeaseLost,
         ErrorCode::TooLarge,
         ErrorCode::RateLimited,
         ErrorCode::Internal,
@@ -47,6 +50,7 @@ impl ErrorCode {
             ErrorCode::Restricted => 403,
             ErrorCode::Duplicate => 409,
             ErrorCode::Expired => 410,
+            ErrorCode::LeaseLost => 412,
             ErrorCode::TooLarge => 413,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
@@ -62,6 +66,7 @@ impl ErrorCode {
             403 => ErrorCode::Restricted,
             409 => ErrorCode::Duplicate,
             410 => ErrorCode::Expired,
+            412 => ErrorCode::LeaseLost,
             413 => ErrorCode::TooLarge,
             429 => ErrorCode::RateLimited,
             500 => ErrorCode::Internal,
@@ -78,6 +83,7 @@ impl ErrorCode {
             ErrorCode::Restricted => "restricted",
             ErrorCode::Duplicate => "duplicate",
             ErrorCode::Expired => "expired",
+            ErrorCode::LeaseLost => "lease-lost",
             ErrorCode::TooLarge => "too-large",
             ErrorCode::RateLimited => "rate-limited",
             ErrorCode::Internal => "error",

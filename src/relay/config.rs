@@ -203,6 +203,20 @@ impl RetentionConfig {
     }
 }
 
+/// The `jobs:` section (spec §14).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// A job whose offer numbered this ends without completion is dead.
+    pub max_attempts: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig { max_attempts: 5 }
+    }
+}
+
 /// The whole relay.yaml.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -221,6 +235,8 @@ pub struct RelayConfig {
     pub limits: LimitsConfig,
     /// Optional retention rules.
     pub retention: RetentionConfig,
+    /// Job queues.
+    pub jobs: JobsConfig,
 }
 
 impl Default for RelayConfig {
@@ -233,6 +249,7 @@ impl Default for RelayConfig {
             allowlist: Vec::new(),
             limits: LimitsConfig::default(),
             retention: RetentionConfig::default(),
+            jobs: JobsConfig::default(),
         }
     }
 }
@@ -288,6 +305,9 @@ impl RelayConfig {
         self.admin_keys()?;
         self.allowlist_keys()?;
         self.limits.validate()?;
+        if self.jobs.max_attempts == 0 {
+            return Err(invalid("jobs.max_attempts", "must be at least 1"));
+        }
         self.retention.validate()
     }
 

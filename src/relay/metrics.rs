@@ -37,6 +37,8 @@ pub struct Metrics {
     pub health_failing: IntGaugeVec,
     /// Bytes waiting in outbound queues over all connections (set at scrape time).
     pub outbound_bytes: IntGauge,
+    /// Job queues per group and state (pending, leased, done, dead, redeliveries).
+    pub jobs: IntGaugeVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -104,6 +106,14 @@ impl Metrics {
                 .unwrap_or_else(|_| unreachable!("valid metric")),
             ),
             outbound_bytes: gauge(&registry, "axon_outbound_bytes", "Bytes queued in outbound queues, all connections"),
+            jobs: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new("axon_jobs", "Job queues (spec 14): jobs per group and state; redeliveries since start"),
+                    &["group", "state"],
+                )
+                .unwrap_or_else(|_| unreachable!("valid metric")),
+            ),
             registry,
         }
     }
@@ -111,6 +121,20 @@ impl Metrics {
     /// Counts a rejected event.
     pub fn rejected(&self, code: ErrorCode) {
         self.events_rejected.with_label_values(&[&code.as_u16().to_string()]).inc();
+    }
+
+    /// Sets one job group's gauges.
+    pub fn job_counts(&self, group: &str, counts: &crate::relay::jobs::queue::GroupCounts) {
+        let values = [
+            ("pending", counts.pending),
+            ("leased", counts.leased),
+            ("done", counts.done),
+            ("dead", counts.dead),
+            ("redeliveries", counts.redeliveries),
+        ];
+        for (state, value) in values {
+            self.jobs.with_label_values(&[group, state]).set(value as i64);
+        }
     }
 
     /// The Prometheus text exposition, with scrape-time gauges refreshed.

@@ -3,6 +3,7 @@
 
 mod backup;
 mod checkpoint;
+mod jobs;
 mod query;
 mod schema;
 mod writer;
@@ -15,8 +16,8 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Accepted, BackupProgress, BackupReport, BatchStats, CommitHook, CommitReply, Committed, EventStore, PendingCommit,
-    Prune, StoreError, StoredRow, Window,
+    Accepted, BackupProgress, BackupReport, BatchStats, CommitHook, CommitReply, Committed, EventStore, JobRow,
+    JobWrite, JobsSnapshot, PendingCommit, Prune, StoreError, StoredRow, Window,
 };
 
 pub use backup::backup_file;
@@ -42,7 +43,8 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 enum WriteRequest {
-    Insert { accepted: Arc<Accepted>, reply: CommitReply },
+    Insert { accepted: Arc<Accepted>, reply: CommitReply, done: Option<JobRow> },
+    Jobs { writes: Vec<JobWrite>, reply: oneshot::Sender<Result<(), StoreError>> },
     Prune { rule: Prune, limit: usize, reply: oneshot::Sender<Result<usize, StoreError>> },
 }
 
@@ -102,9 +104,41 @@ impl EventStore for SqliteStore {
     fn submit(&self, accepted: Arc<Accepted>) -> BoxFuture<'_, Result<PendingCommit, StoreError>> {
         Box::pin(async move {
             let (reply, pending) = PendingCommit::channel();
-            self.writes.send(WriteRequest::Insert { accepted, reply }).await.map_err(|_| StoreError::Closed)?;
+            self.writes
+                .send(WriteRequest::Insert { accepted, reply, done: None })
+                .await
+                .map_err(|_| StoreError::Closed)?;
             Ok(pending)
         })
+    }
+
+    fn submit_completing(
+        &self,
+        accepted: Arc<Accepted>,
+        done: JobRow,
+    ) -> BoxFuture<'_, Result<PendingCommit, StoreError>> {
+        Box::pin(async move {
+            let (reply, pending) = PendingCommit::channel();
+            let request = WriteRequest::Insert { accepted, reply, done: Some(done) };
+            self.writes.send(request).await.map_err(|_| StoreError::Closed)?;
+            Ok(pending)
+        })
+    }
+
+    fn write_jobs(&self, writes: Vec<JobWrite>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let (reply, receiver) = oneshot::channel();
+            self.writes.send(WriteRequest::Jobs { writes, reply }).await.map_err(|_| StoreError::Closed)?;
+            receiver.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn load_jobs(&self, now: u64) -> Result<JobsSnapshot, StoreError> {
+        self.read(|connection| jobs::load(connection, now))
+    }
+
+    fn contains(&self, id: &[u8; 32]) -> Result<bool, StoreError> {
+        self.read(|connection| jobs::contains(connection, id))
     }
 
     fn prune_batch(&self, rule: Prune, limit: usize) -> BoxFuture<'_, Result<usize, StoreError>> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Accepted, BatchStats, CommitHook, Committed, Prune, StoreError, WriteRequest, MAX_BATCH};
+use super::{Accepted, BatchStats, CommitHook, Committed, JobRow, Prune, StoreError, WriteRequest, MAX_BATCH};
 use crate::protocol::visibility::admin_kinds;
 
 /// Starts the writer thread.
@@ -24,13 +24,20 @@ pub fn spawn(
 
 type Reply = oneshot::Sender<Result<u64, StoreError>>;
 
+/// An event to insert, its answer, and the job it completes (if any).
+type Insert = (Arc<Accepted>, Reply, Option<JobRow>);
+
 fn run(mut connection: Connection, mut receiver: mpsc::Receiver<WriteRequest>, mut hook: Box<dyn CommitHook>) {
-    let mut inserts: Vec<(Arc<Accepted>, Reply)> = Vec::with_capacity(MAX_BATCH);
+    let mut inserts: Vec<Insert> = Vec::with_capacity(MAX_BATCH);
     while let Some(request) = receiver.blocking_recv() {
         let mut next = Some(request);
         while let Some(request) = next.take() {
             match request {
-                WriteRequest::Insert { accepted, reply } => inserts.push((accepted, reply)),
+                WriteRequest::Insert { accepted, reply, done } => inserts.push((accepted, reply, done)),
+                WriteRequest::Jobs { writes, reply } => {
+                    commit_batch(&mut connection, &mut inserts, hook.as_mut());
+                    let _ = reply.send(super::jobs::write(&mut connection, &writes));
+                }
                 WriteRequest::Prune { rule, limit, reply } => {
                     // Commit what is gathered first so order is kept.
                     commit_batch(&mut connection, &mut inserts, hook.as_mut());
@@ -46,7 +53,7 @@ fn run(mut connection: Connection, mut receiver: mpsc::Receiver<WriteRequest>, m
 }
 
 /// Inserts, commits, runs the hook, then answers every request of the batch.
-fn commit_batch(connection: &mut Connection, inserts: &mut Vec<(Arc<Accepted>, Reply)>, hook: &mut dyn CommitHook) {
+fn commit_batch(connection: &mut Connection, inserts: &mut Vec<Insert>, hook: &mut dyn CommitHook) {
     if inserts.is_empty() {
         return;
     }
@@ -57,17 +64,19 @@ fn commit_batch(connection: &mut Connection, inserts: &mut Vec<(Arc<Accepted>, R
             let committed: Vec<Committed> = inserts
                 .iter()
                 .zip(&outcomes)
-                .filter_map(|((accepted, _), outcome)| outcome.map(|seq| Committed { seq, accepted: accepted.clone() }))
+                .filter_map(|((accepted, _, _), outcome)| {
+                    outcome.map(|seq| Committed { seq, accepted: accepted.clone() })
+                })
                 .collect();
             hook.committed(&committed, stats);
-            for ((_, reply), outcome) in inserts.drain(..).zip(outcomes) {
+            for ((_, reply, _), outcome) in inserts.drain(..).zip(outcomes) {
                 let _ = reply.send(outcome.ok_or(StoreError::Duplicate));
             }
         }
         Err(error) => {
             tracing::error!(%error, class = error.class(), events = inserts.len(), "write batch failed; nothing of it was stored");
             hook.failed(&error);
-            for (_, reply) in inserts.drain(..) {
+            for (_, reply, _) in inserts.drain(..) {
                 let _ = reply.send(Err(error.clone()));
             }
         }
@@ -75,7 +84,7 @@ fn commit_batch(connection: &mut Connection, inserts: &mut Vec<(Arc<Accepted>, R
 }
 
 /// One transaction for the batch; `None` marks a duplicate id.
-fn insert_all(connection: &mut Connection, inserts: &[(Arc<Accepted>, Reply)]) -> Result<Vec<Option<u64>>, StoreError> {
+fn insert_all(connection: &mut Connection, inserts: &[Insert]) -> Result<Vec<Option<u64>>, StoreError> {
     let transaction = connection.transaction()?;
     let mut outcomes = Vec::with_capacity(inserts.len());
     {
@@ -85,7 +94,7 @@ fn insert_all(connection: &mut Connection, inserts: &[(Arc<Accepted>, Reply)]) -
         )?;
         let mut insert_tag = transaction
             .prepare_cached("INSERT INTO tags (name, value, kind, created_at, seq) VALUES (?1, ?2, ?3, ?4, ?5)")?;
-        for (accepted, _) in inserts {
+        for (accepted, _, done) in inserts {
             let event = &accepted.event;
             // Admission bounds created_at (future skew), so this never saturates in practice.
             let created_at = event.created_at.min(i64::MAX as u64) as i64;
@@ -101,6 +110,9 @@ fn insert_all(connection: &mut Connection, inserts: &[(Arc<Accepted>, Reply)]) -
                     if let Some(value) = tag.first_value() {
                         insert_tag.execute(params![tag.name, value, event.kind, created_at, seq])?;
                     }
+                }
+                if let Some(done) = done {
+                    super::jobs::write_state(&transaction, done)?;
                 }
             }
             outcomes.push(seq.map(|seq| seq as u64));
