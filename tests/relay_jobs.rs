@@ -521,3 +521,89 @@ async fn new_jobs_reach_waiting_members_promptly() {
     assert!(started.elapsed() < Duration::from_secs(1));
     assert_eq!(next_event(&mut all).await.0.id, ids[0]);
 }
+
+/// The Rust client's worker API: queue subscription, EXTEND, NACK, PUBLISH with `ack`.
+#[tokio::test]
+async fn the_client_worker_api_drives_a_job_to_completion() {
+    use axon_relay::client::QueueItem;
+    let relay = TestRelay::start().await;
+    let ids = publish_jobs(&relay, 1, Vec::new()).await;
+    let client = relay.connect(&bob()).await;
+    let mut jobs = client.subscribe_queue("w", "api", vec![job_filter(&[5000])], 30, 1).await.expect("join");
+    let next_job = |item: Option<QueueItem>| match item {
+        Some(QueueItem::Job { event, lease, .. }) => (event.id, lease),
+        other => panic!("expected a job, got {other:?}"),
+    };
+    let (job, lease) = next_job(tokio::time::timeout(Duration::from_secs(5), jobs.next()).await.expect("offer"));
+    assert_eq!((job, lease.attempt), (ids[0], 1));
+    let until = client.extend("w", job, Some(120)).await.expect("extend");
+    assert!(until > lease.until_ms);
+    client.nack("w", job, None).await.expect("nack");
+    let (again, lease) = next_job(tokio::time::timeout(Duration::from_secs(5), jobs.next()).await.expect("offer"));
+    assert_eq!((again, lease.attempt), (ids[0], 2));
+    let result = result_for(&bob(), job, "42");
+    assert!(client.publish_ack(&result, "w", job).await.expect("stored and done").is_some());
+    let retry = client.publish_ack(&result, "w", job).await.expect_err("duplicate");
+    assert_eq!(retry.code(), Some(409));
+    assert_eq!(client.ack("w", job).await.expect_err("not held").code(), Some(412));
+    assert_eq!(results_per_job(&relay).await.get(&hex::encode(job)), Some(&1));
+}
+
+/// Property-style: workers that randomly crash, stall past their lease or finish, over a
+/// few seeds; every job ends done exactly once with exactly one stored result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_crashes_and_stalls_never_complete_a_job_twice() {
+    use rand::{Rng, SeedableRng};
+    let relay = TestRelay::start().await;
+    let ids = publish_jobs(&relay, 40, Vec::new()).await;
+    let completed: Arc<Mutex<Vec<[u8; 32]>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for seed in 0..3u64 {
+        let completed = completed.clone();
+        let url_relay = relay.url.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let key = if seed % 2 == 0 { alice() } else { bob() };
+            'connections: loop {
+                if completed.lock().await.len() >= 40 {
+                    return;
+                }
+                let client = axon_relay::client::Client::connect(&url_relay, RELAY_URL, &key).await.expect("connect");
+                let mut jobs =
+                    client.subscribe_queue("q", "chaos", vec![job_filter(&[5000])], 1, 2).await.expect("join");
+                loop {
+                    let item = tokio::time::timeout(Duration::from_millis(500), jobs.next()).await;
+                    let Ok(Some(axon_relay::client::QueueItem::Job { event, .. })) = item else {
+                        if completed.lock().await.len() >= 40 {
+                            return;
+                        }
+                        continue;
+                    };
+                    match rng.gen_range(0..10) {
+                        0 => continue 'connections, // crash: the connection drops with its leases
+                        1 => tokio::time::sleep(Duration::from_millis(1100)).await, // stall past the lease
+                        _ => {}
+                    }
+                    let result = result_for(&key, event.id, &format!("seed {seed}"));
+                    match client.publish_ack(&result, "q", event.id).await {
+                        Ok(_) => completed.lock().await.push(event.id),
+                        // 412: the job went to someone else meanwhile. 409: this worker
+                        // already completed it with the identical result (a stale
+                        // offer of the same job, re-offered to it while it stalled).
+                        Err(error) => assert!(matches!(error.code(), Some(412 | 409)), "{error}"),
+                    }
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(60), task).await.expect("workers finish").expect("worker ok");
+    }
+    let completed = completed.lock().await.clone();
+    assert_eq!(completed.len(), 40, "each job completed once");
+    assert_eq!(completed.iter().collect::<HashSet<_>>(), ids.iter().collect::<HashSet<_>>());
+    let results = results_per_job(&relay).await;
+    assert_eq!(results.len(), 40);
+    assert!(results.values().all(|count| *count == 1), "one result per job");
+    assert!(metrics(&relay).await.contains(&metric_line("chaos", "done", 40)));
+}
