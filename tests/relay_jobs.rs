@@ -607,3 +607,72 @@ async fn random_crashes_and_stalls_never_complete_a_job_twice() {
     assert!(results.values().all(|count| *count == 1), "one result per job");
     assert!(metrics(&relay).await.contains(&metric_line("chaos", "done", 40)));
 }
+
+/// `axon work` runs a real shell command per job (content on stdin, stdout as the
+/// result with `ack`); a failing command NACKs; `axon request` prints the first result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axon_work_runs_a_shell_command_per_job_and_axon_request_gets_the_result() {
+    let relay = TestRelay::start().await;
+    let key_file = relay.dir.path().join("worker.key");
+    std::fs::write(&key_file, hex::encode(bob().to_bytes())).expect("write key");
+    let url = relay.url.clone();
+    let axon = move |args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_axon"));
+        command.args(args).args(["--url", &url, "--relay-url", RELAY_URL, "--key"]).arg(&key_file);
+        command
+    };
+    let ids = publish_jobs(&relay, 2, Vec::new()).await;
+    // Uppercases the content; fails (exit 3) for nothing here.
+    let worker = axon(&["work", "--group", "shell", "--kind", "5000", "--max-jobs", "3"])
+        .args(["--", "sh", "-c", "tr a-z A-Z"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn axon work");
+    let request_command = axon.clone();
+    let request = tokio::task::spawn_blocking(move || {
+        request_command(&["request", "--kind", "5000", "--timeout", "20s", "ping me"])
+            .output()
+            .expect("run axon request")
+    });
+    let output = request.await.expect("request task");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "PING ME");
+    let worked = tokio::task::spawn_blocking(move || worker.wait_with_output().expect("axon work ends"));
+    let worked = tokio::time::timeout(Duration::from_secs(20), worked).await.expect("three jobs").expect("task");
+    assert!(worked.status.success());
+    let lines = String::from_utf8_lossy(&worked.stdout).lines().count();
+    assert_eq!(lines, 3, "one line per completed job");
+    let results = results_per_job(&relay).await;
+    for id in ids {
+        assert_eq!(results.get(&hex::encode(id)), Some(&1));
+    }
+}
+
+/// `axon work` gives a job back when the command fails: it is offered again (attempt 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axon_work_nacks_when_the_command_fails() {
+    let relay = TestRelay::start().await;
+    let key_file = relay.dir.path().join("worker.key");
+    std::fs::write(&key_file, hex::encode(bob().to_bytes())).expect("write key");
+    publish_jobs(&relay, 1, Vec::new()).await;
+    let output = tokio::task::spawn_blocking({
+        let url = relay.url.clone();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_axon"))
+                .args(["work", "--group", "failing", "--kind", "5000", "--max-jobs", "1"])
+                .args(["--url", &url, "--relay-url", RELAY_URL, "--key"])
+                .arg(&key_file)
+                .args(["--", "sh", "-c", "exit 3"])
+                .output()
+                .expect("run axon work")
+        }
+    })
+    .await
+    .expect("task");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("failed"));
+    // The job is pending again (after its 1 s backoff) for the next worker, as attempt 2.
+    let mut socket = worker(&relay, &alice(), "failing", 60, 1).await;
+    let offer = tokio::time::timeout(Duration::from_secs(5), next_offer(&mut socket)).await.expect("offered again");
+    assert_eq!(offer.lease.attempt, 2);
+}

@@ -11,6 +11,7 @@ pub mod publish;
 pub mod query;
 pub mod relay;
 pub mod tools;
+pub mod work;
 
 use std::path::Path;
 
