@@ -459,7 +459,13 @@ impl<H: Clone> Engine<H> {
             group.drop_lease(seq);
             group.attempt_ended(seq, max_attempts, now_ms, &mut writes);
         } else if lapsed {
-            group.ready.insert(seq);
+            // It lapsed while the commit ran: as `tick` would have done.
+            if group.attempts.get(&seq).copied().unwrap_or(0) >= max_attempts {
+                group.leases.remove(&seq);
+                writes.push(group.mark_dead(seq));
+            } else {
+                group.ready.insert(seq);
+            }
         }
         writes
     }
@@ -697,6 +703,23 @@ mod tests {
         assert!(matches!(engine.complete(a, &id, 1), Err(Refusal::LeaseLost)), "reserved meanwhile");
         engine.finish(&completion, false, 2);
         engine.complete(a, &id, 3).expect("held again after the failed commit");
+    }
+
+    #[test]
+    fn a_last_attempt_that_lapses_during_a_failed_commit_is_dead() {
+        let mut engine = engine(1);
+        let (a, _) = engine.join("g", 0, spec("a", 1), 0);
+        for attempt in 1..=2 {
+            let (offers, _) = engine.offers(attempt * 10);
+            engine.nack(a, &offers[0].job.event.id, 0, attempt * 10).expect("held");
+        }
+        let (offers, _) = engine.offers(100);
+        let id = offers[0].job.event.id;
+        let completion = engine.complete(a, &id, 101).expect("held");
+        assert!(engine.tick(5000).is_empty(), "decided by finish");
+        let writes = engine.finish(&completion, false, 5001);
+        assert!(matches!(&writes[..], [JobWrite::State(row)] if row.dead));
+        assert!(engine.offers(5002).0.is_empty());
     }
 
     /// 10,000 pending jobs and 100 members: one offer (and its completion) stays well
