@@ -676,3 +676,27 @@ async fn axon_work_nacks_when_the_command_fails() {
     let offer = tokio::time::timeout(Duration::from_secs(5), next_offer(&mut socket)).await.expect("offered again");
     assert_eq!(offer.lease.attempt, 2);
 }
+
+/// Offers go only to members whose filters match: members of one group with different
+/// kinds each get only their own jobs, and a job no member matches waits for one.
+#[tokio::test]
+async fn offers_go_only_to_members_whose_filters_match() {
+    let relay = TestRelay::start().await;
+    let client = relay.connect(&alice()).await;
+    let five_thousand_one = event(&alice(), 5001, "other kind", Vec::new());
+    client.publish(&five_thousand_one).await.expect("stored");
+    let ids = publish_jobs(&relay, 1, Vec::new()).await;
+    let mut plain = worker(&relay, &alice(), "mixed", 60, 5).await;
+    assert_eq!(job_id(&next_offer(&mut plain).await), ids[0]);
+    quiet(&mut plain, 200).await;
+    let mut other = raw_authed(&relay, &bob()).await;
+    let frame = Frame::QueueSubscribe(QueueSubscribe {
+        subscribe: Subscribe { sub_id: "o".into(), filters: vec![job_filter(&[5001])], after_seq: None },
+        group: "mixed".into(),
+        lease_secs: 60,
+        max_in_flight: 5,
+    });
+    send_raw(&mut other, frame.encode()).await;
+    assert_eq!(job_id(&next_offer(&mut other).await), five_thousand_one.id);
+    quiet(&mut other, 200).await;
+}
