@@ -317,6 +317,16 @@ async fn a_job_dies_after_max_attempts() {
     let mut socket = worker(&relay, &alice(), "g", 60, 1).await;
     quiet(&mut socket, 300).await;
     assert!(metrics(&relay).await.contains(&metric_line("g", "dead", 1)));
+    // And in the operator view.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_axon"))
+        .args(["jobs", "--db"])
+        .arg(&relay.config.db)
+        .output()
+        .expect("run axon jobs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(text.contains("group g start 0 done 0 dead 1"), "{text}");
+    assert!(text.contains(&format!("dead g 1 {} attempts 2", hex::encode(ids[0]))), "{text}");
 }
 
 /// A restart mid-run: nothing done twice, nothing lost; the unfinished lease is offered

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod common;
 pub mod dm;
 pub mod import;
+pub mod jobs;
 pub mod keys;
 pub mod publish;
 pub mod query;

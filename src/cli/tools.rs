@@ -94,6 +94,13 @@ pub enum ToolCommand {
     ///
     /// Example: axon request --kind 5000 "summarize https://example.com" --timeout 30s
     Request(super::work::RequestArgs),
+    /// The job queues (spec §14) from the relay's database: each group's done and dead
+    /// counts, then every dead job (pending and leased counts are in /metrics).
+    ///
+    /// Reads the database file read-only; run it on the relay's machine.
+    ///
+    /// Example: axon jobs --config /etc/axon/relay.yaml
+    Jobs(super::jobs::JobsArgs),
 }
 
 /// Runs a client subcommand.
@@ -109,6 +116,7 @@ pub fn run(command: ToolCommand) -> CliResult {
         ToolCommand::Backup(args) => super::backup::backup(args),
         ToolCommand::Work(args) => block_on(super::work::work(args)),
         ToolCommand::Request(args) => block_on(super::work::request(args)),
+        ToolCommand::Jobs(args) => super::jobs::jobs(args),
     }
 }
 

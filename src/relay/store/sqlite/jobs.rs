@@ -80,3 +80,67 @@ pub fn contains(connection: &Connection, id: &[u8; 32]) -> Result<bool, StoreErr
     let mut statement = connection.prepare_cached("SELECT 1 FROM events WHERE id = ?1")?;
     Ok(statement.exists(params![&id[..]])?)
 }
+
+/// One group in the operator view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupReport {
+    /// Its name.
+    pub name: String,
+    /// Its queue starts after this seq.
+    pub start_seq: u64,
+    /// Jobs done.
+    pub done: u64,
+    /// Jobs dead.
+    pub dead: u64,
+}
+
+/// A dead job in the operator view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadJob {
+    /// Its group.
+    pub group: String,
+    /// The job request's seq.
+    pub job_seq: u64,
+    /// Its event id (None if the request was deleted since).
+    pub id: Option<Vec<u8>>,
+    /// Offers made.
+    pub attempts: u64,
+}
+
+/// Groups with their done/dead counts, and every dead job, read from a database file
+/// (read-only; safe while the relay runs).
+pub fn report(path: &std::path::Path) -> Result<(Vec<GroupReport>, Vec<DeadJob>), StoreError> {
+    let connection = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    connection.busy_timeout(std::time::Duration::from_secs(10))?;
+    let mut groups = connection.prepare(
+        "SELECT g.name, g.start_seq,
+                (SELECT COUNT(*) FROM job_state s WHERE s.grp = g.name AND s.done = 1),
+                (SELECT COUNT(*) FROM job_state s WHERE s.grp = g.name AND s.dead = 1)
+         FROM job_groups g ORDER BY g.name",
+    )?;
+    let groups = groups
+        .query_map([], |row| {
+            Ok(GroupReport {
+                name: row.get(0)?,
+                start_seq: row.get::<_, i64>(1)?.max(0) as u64,
+                done: row.get::<_, i64>(2)?.max(0) as u64,
+                dead: row.get::<_, i64>(3)?.max(0) as u64,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut dead = connection.prepare(
+        "SELECT s.grp, s.job_seq, e.id, s.attempts FROM job_state s LEFT JOIN events e ON e.seq = s.job_seq
+         WHERE s.dead = 1 ORDER BY s.grp, s.job_seq",
+    )?;
+    let dead = dead
+        .query_map([], |row| {
+            Ok(DeadJob {
+                group: row.get(0)?,
+                job_seq: row.get::<_, i64>(1)?.max(0) as u64,
+                id: row.get(2)?,
+                attempts: row.get::<_, i64>(3)?.max(0) as u64,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((groups, dead))
+}

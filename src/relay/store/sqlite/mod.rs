@@ -21,6 +21,7 @@ use super::{
 };
 
 pub use backup::backup_file;
+pub use jobs::{report as jobs_report, DeadJob, GroupReport};
 
 /// Events the writer takes per transaction at most.
 pub const MAX_BATCH: usize = 1024;
