@@ -713,3 +713,22 @@ async fn offers_go_only_to_members_whose_filters_match() {
     assert_eq!(job_id(&next_offer(&mut other).await), five_thousand_one.id);
     quiet(&mut other, 200).await;
 }
+
+/// Job requests deleted by retention leave the queues.
+#[tokio::test]
+async fn job_requests_deleted_by_retention_are_not_offered() {
+    use axon_relay::relay::config::AgeRule;
+    let relay = TestRelay::start_with(|config| {
+        config.retention.max_age = vec![AgeRule { kinds: [5000, 5999], max_age_secs: 60 }];
+    })
+    .await;
+    let client = relay.connect(&alice()).await;
+    let old = event_at(&alice(), 5000, now() - 600, "stale", Vec::new());
+    client.publish(&old).await.expect("stored");
+    let fresh = publish_jobs(&relay, 1, Vec::new()).await;
+    let deleted = relay.handle.as_ref().expect("running").enforce_retention().await.expect("retention");
+    assert_eq!(deleted, 1);
+    let mut socket = worker(&relay, &bob(), "g", 60, 5).await;
+    assert_eq!(job_id(&next_offer(&mut socket).await), fresh[0]);
+    quiet(&mut socket, 300).await;
+}

@@ -367,6 +367,14 @@ impl Jobs {
         }
     }
 
+    /// After retention deleted events: forgets the job requests no longer stored.
+    pub async fn forget_deleted(&self, store: &Store) -> Result<(), StoreError> {
+        let stored: std::collections::HashSet<u64> = store.job_request_seqs().await?.into_iter().collect();
+        self.lock().engine.retain_jobs(|seq| stored.contains(&seq));
+        self.wake.notify_one();
+        Ok(())
+    }
+
     /// Sets the per-group gauges (at scrape time).
     pub fn export(&self, metrics: &Metrics) {
         for (group, counts) in self.lock().engine.counts() {

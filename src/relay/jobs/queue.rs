@@ -303,6 +303,27 @@ impl<H: Clone> Engine<H> {
         }
     }
 
+    /// Forgets every job request `stored` says is gone (deleted by retention or expiry):
+    /// it leaves every queue, and a lease on it ends.
+    pub fn retain_jobs(&mut self, stored: impl Fn(u64) -> bool) {
+        let gone: BTreeSet<u64> = self.jobs.keys().copied().filter(|seq| !stored(*seq)).collect();
+        if gone.is_empty() {
+            return;
+        }
+        for seq in &gone {
+            if let Some(job) = self.jobs.remove(seq) {
+                self.by_id.remove(&job.event.id);
+            }
+        }
+        for group in self.groups.values_mut() {
+            group.ready.retain(|seq| !gone.contains(seq));
+            group.delayed.retain(|(_, seq)| !gone.contains(seq));
+            for seq in &gone {
+                group.drop_lease(*seq);
+            }
+        }
+    }
+
     /// Adds a member, creating its group (queue after `start`) if new.
     pub fn join(&mut self, group: &str, start: u64, spec: MemberSpec<H>, now_ms: u64) -> (MemberId, Vec<JobWrite>) {
         let mut writes = Vec::new();
@@ -720,6 +741,18 @@ mod tests {
         let writes = engine.finish(&completion, false, 5001);
         assert!(matches!(&writes[..], [JobWrite::State(row)] if row.dead));
         assert!(engine.offers(5002).0.is_empty());
+    }
+
+    #[test]
+    fn deleted_job_requests_leave_the_queues_and_free_their_leases() {
+        let mut engine = engine(3);
+        let (a, _) = engine.join("g", 0, spec("a", 1), 0);
+        let (offers, _) = engine.offers(0);
+        let held = offers[0].job.event.id;
+        engine.retain_jobs(|seq| seq == 3);
+        assert!(matches!(engine.complete(a, &held, 1), Err(Refusal::LeaseLost)));
+        let (offers, _) = engine.offers(1);
+        assert_eq!(offered(&offers), vec![("a", 3, 1)], "the slot is free again; only job 3 is left");
     }
 
     /// 10,000 pending jobs and 100 members: one offer (and its completion) stays well

@@ -269,6 +269,9 @@ pub trait EventStore: Send + Sync + 'static {
     /// True if an event with this id is stored (blocking).
     fn contains(&self, id: &[u8; 32]) -> Result<bool, StoreError>;
 
+    /// The seqs of every stored job request (kinds 5000–5999), ascending (blocking).
+    fn job_request_seqs(&self) -> Result<Vec<u64>, StoreError>;
+
     /// Deletes up to `limit` events `rule` selects, in one short transaction ordered with
     /// the inserts around it; returns how many.
     fn prune_batch(&self, rule: Prune, limit: usize) -> BoxFuture<'_, Result<usize, StoreError>>;
@@ -348,6 +351,12 @@ impl Store {
     pub async fn contains(&self, id: [u8; 32]) -> Result<bool, StoreError> {
         let backend = self.backend.clone();
         blocking(move || backend.contains(&id)).await
+    }
+
+    /// The seqs of every stored job request, ascending.
+    pub async fn job_request_seqs(&self) -> Result<Vec<u64>, StoreError> {
+        let backend = self.backend.clone();
+        blocking(move || backend.job_request_seqs()).await
     }
 
     /// Deletes events whose `expires_at` is ≤ `now`; returns how many.

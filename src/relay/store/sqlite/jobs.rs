@@ -75,6 +75,16 @@ pub fn load(connection: &Connection, now: u64) -> Result<JobsSnapshot, StoreErro
     Ok(JobsSnapshot { groups, states, requests })
 }
 
+/// The seqs of every stored job request, ascending.
+pub fn request_seqs(connection: &Connection) -> Result<Vec<u64>, StoreError> {
+    let mut statement = connection.prepare("SELECT seq FROM events WHERE kind BETWEEN ?1 AND ?2 ORDER BY seq")?;
+    let seqs = statement
+        .query_map(params![*JOB_REQUESTS.start(), *JOB_REQUESTS.end()], |row| row.get::<_, i64>(0))?
+        .map(|seq| seq.map(|seq| seq.max(0) as u64))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(seqs)
+}
+
 /// True if an event with `id` is stored.
 pub fn contains(connection: &Connection, id: &[u8; 32]) -> Result<bool, StoreError> {
     let mut statement = connection.prepare_cached("SELECT 1 FROM events WHERE id = ?1")?;

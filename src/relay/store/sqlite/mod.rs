@@ -142,6 +142,10 @@ impl EventStore for SqliteStore {
         self.read(|connection| jobs::contains(connection, id))
     }
 
+    fn job_request_seqs(&self) -> Result<Vec<u64>, StoreError> {
+        self.read(jobs::request_seqs)
+    }
+
     fn prune_batch(&self, rule: Prune, limit: usize) -> BoxFuture<'_, Result<usize, StoreError>> {
         Box::pin(async move {
             let (reply, receiver) = oneshot::channel();
