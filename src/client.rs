@@ -15,7 +15,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::protocol::auth::auth_digest;
-use crate::protocol::frame::{Auth, ErrorMessage, EventMessage, Subscribe};
+use crate::protocol::frame::{
+    encode_publish_ack_frame, Auth, ErrorMessage, EventMessage, Extend, JobRef, Lease, Nack, QueueSubscribe, Subscribe,
+};
 use crate::protocol::{Event, EventId, Filter, Frame, PublicKey, RawEvent};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -91,12 +93,44 @@ pub enum SubItem {
     Ended(ErrorMessage),
 }
 
+/// One item of a queue subscription's stream (spec §14).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueItem {
+    /// A job offered under a lease: work on it, then [`Client::publish_ack`] a result, or
+    /// [`Client::ack`] / [`Client::nack`] it.
+    Job {
+        /// Decoded job request.
+        event: Box<Event>,
+        /// Its seq.
+        seq: u64,
+        /// Until when, and which attempt.
+        lease: Lease,
+    },
+    /// The relay ended the queue subscription.
+    Ended(ErrorMessage),
+}
+
+/// A queue subscription's stream of offers.
+pub struct JobStream {
+    /// The id it was opened with.
+    pub sub_id: String,
+    items: mpsc::UnboundedReceiver<QueueItem>,
+}
+
+impl JobStream {
+    /// The next offer; `None` once the connection is gone.
+    pub async fn next(&mut self) -> Option<QueueItem> {
+        self.items.recv().await
+    }
+}
+
 type PublishReply = oneshot::Sender<Result<Option<u64>, ClientError>>;
 
 #[derive(Default)]
 struct Routes {
     publishes: HashMap<EventId, PublishReply>,
     subscriptions: HashMap<String, mpsc::UnboundedSender<SubItem>>,
+    queues: HashMap<String, mpsc::UnboundedSender<QueueItem>>,
     /// The read loop has ended: nothing more will be answered.
     closed: bool,
 }
@@ -255,9 +289,77 @@ impl Client {
         Ok(Subscription { sub_id: sub_id.to_owned(), items })
     }
 
+    /// Joins job queue `group` (spec §14) as subscription `sub_id`: its stream yields
+    /// [`QueueItem::Job`] offers. Every filter must limit `kinds` to 5000–5999.
+    pub async fn subscribe_queue(
+        &self,
+        sub_id: &str,
+        group: &str,
+        filters: Vec<Filter>,
+        lease_secs: u64,
+        max_in_flight: u64,
+    ) -> Result<JobStream, ClientError> {
+        let (sender, items) = mpsc::unbounded_channel();
+        {
+            let mut routes = lock(&self.routes);
+            if routes.closed {
+                return Err(ClientError::Closed);
+            }
+            routes.queues.insert(sub_id.to_owned(), sender);
+        }
+        let subscribe = Subscribe { sub_id: sub_id.to_owned(), filters, after_seq: None };
+        let queue = QueueSubscribe { subscribe, group: group.to_owned(), lease_secs, max_in_flight };
+        self.send(&Frame::QueueSubscribe(queue)).await?;
+        Ok(JobStream { sub_id: sub_id.to_owned(), items })
+    }
+
+    /// Sends `bytes` and waits for the OK or ERROR that names `id`.
+    async fn request(&self, id: EventId, bytes: Vec<u8>) -> Result<Option<u64>, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        {
+            let mut routes = lock(&self.routes);
+            if routes.closed {
+                return Err(ClientError::Closed);
+            }
+            routes.publishes.insert(id, reply);
+        }
+        self.send_raw(bytes).await?;
+        answer.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// ACK: job `job` held by queue subscription `sub_id` is done (412 if the lease was lost).
+    pub async fn ack(&self, sub_id: &str, job: EventId) -> Result<(), ClientError> {
+        let frame = Frame::Ack(JobRef { sub_id: sub_id.to_owned(), job });
+        self.request(job, frame.encode()).await.map(|_| ())
+    }
+
+    /// NACK: gives the job back, to be offered again after `delay_secs`.
+    pub async fn nack(&self, sub_id: &str, job: EventId, delay_secs: Option<u64>) -> Result<(), ClientError> {
+        let frame = Frame::Nack(Nack { job: JobRef { sub_id: sub_id.to_owned(), job }, delay_secs });
+        self.request(job, frame.encode()).await.map(|_| ())
+    }
+
+    /// EXTEND: renews the lease from now; returns its new end (unix ms).
+    pub async fn extend(&self, sub_id: &str, job: EventId, lease_secs: Option<u64>) -> Result<u64, ClientError> {
+        let frame = Frame::Extend(Extend { job: JobRef { sub_id: sub_id.to_owned(), job }, lease_secs });
+        let until = self.request(job, frame.encode()).await?;
+        until.ok_or_else(|| ClientError::Protocol("EXTEND answered without until_ms".into()))
+    }
+
+    /// Publishes a result that completes job `job` in the same transaction (PUBLISH with
+    /// `ack`); `Ok(Some(seq))` once both are committed. 409 on a retry means success.
+    pub async fn publish_ack(&self, event: &Event, sub_id: &str, job: EventId) -> Result<Option<u64>, ClientError> {
+        let ack = JobRef { sub_id: sub_id.to_owned(), job };
+        self.request(event.id, encode_publish_ack_frame(&event.encode(), &ack)).await
+    }
+
     /// Closes subscription `sub_id`.
     pub async fn unsubscribe(&self, sub_id: &str) -> Result<(), ClientError> {
-        lock(&self.routes).subscriptions.remove(sub_id);
+        {
+            let mut routes = lock(&self.routes);
+            routes.subscriptions.remove(sub_id);
+            routes.queues.remove(sub_id);
+        }
         self.send(&Frame::Unsubscribe { sub_id: sub_id.to_owned() }).await
     }
 
@@ -295,6 +397,20 @@ async fn read_loop(
                     let _ = sender.send(item);
                 }
             }
+            Frame::Offer(offer) => {
+                let EventMessage { sub_id, event, seq } = offer.message;
+                if let Ok(decoded) = event.decode() {
+                    let item = QueueItem::Job { event: Box::new(decoded), seq, lease: offer.lease };
+                    if let Some(sender) = lock(&routes).queues.get(&sub_id) {
+                        let _ = sender.send(item);
+                    }
+                }
+            }
+            Frame::OkLease(ok) => {
+                if let Some(reply) = lock(&routes).publishes.remove(&ok.id) {
+                    let _ = reply.send(Ok(Some(ok.until_ms)));
+                }
+            }
             Frame::Eose { sub_id } => {
                 if let Some(sender) = lock(&routes).subscriptions.get(&sub_id) {
                     let _ = sender.send(SubItem::Eose);
@@ -314,6 +430,7 @@ async fn read_loop(
     routes.closed = true;
     routes.publishes.clear();
     routes.subscriptions.clear();
+    routes.queues.clear();
 }
 
 fn route_error(routes: &Mutex<Routes>, errors: &mpsc::UnboundedSender<ErrorMessage>, error: ErrorMessage) {
@@ -322,8 +439,17 @@ fn route_error(routes: &Mutex<Routes>, errors: &mpsc::UnboundedSender<ErrorMessa
         let _ = reply.send(Err(error.into()));
         return;
     }
+    // A lease-lost or expired answer nobody waits for does not end the queue subscription.
+    if error.code == 412 || error.code == 410 {
+        let _ = errors.send(error);
+        return;
+    }
     if let Some(sender) = error.sub_id.as_ref().and_then(|sub_id| routes.subscriptions.remove(sub_id)) {
         let _ = sender.send(SubItem::Ended(error));
+        return;
+    }
+    if let Some(sender) = error.sub_id.as_ref().and_then(|sub_id| routes.queues.remove(sub_id)) {
+        let _ = sender.send(QueueItem::Ended(error));
         return;
     }
     let _ = errors.send(error);

@@ -6,12 +6,14 @@ pub mod bench;
 pub mod common;
 pub mod dm;
 pub mod import;
+pub mod jobs;
 pub mod keys;
 pub mod mirror;
 pub mod publish;
 pub mod query;
 pub mod relay;
 pub mod tools;
+pub mod work;
 
 use std::path::Path;
 

@@ -80,6 +80,27 @@ pub enum ToolCommand {
     ///
     /// Example: axon backup /var/backups/axon-$(date +%F).db --config /etc/axon/relay.yaml
     Backup(super::backup::BackupArgs),
+    /// Work on a job queue (spec §14): run COMMAND once per job of the group.
+    ///
+    /// The job's content goes to COMMAND's stdin; its stdout is published as the result
+    /// (kind = request kind + 1000, an `e` tag naming the job) together with the job's
+    /// completion. A non-zero exit gives the job back (NACK) with an exponential
+    /// backoff. The lease is extended while COMMAND runs. Prints "JOB_ID RESULT_ID" per
+    /// completed job.
+    ///
+    /// Example: axon work --group summarize --kind 5000 --concurrency 4 -- ./summarize.sh
+    Work(super::work::WorkArgs),
+    /// Publish a job request and print the content of its first result.
+    ///
+    /// Example: axon request --kind 5000 "summarize https://example.com" --timeout 30s
+    Request(super::work::RequestArgs),
+    /// The job queues (spec §14) from the relay's database: each group's done and dead
+    /// counts, then every dead job (pending and leased counts are in /metrics).
+    ///
+    /// Reads the database file read-only; run it on the relay's machine.
+    ///
+    /// Example: axon jobs --config /etc/axon/relay.yaml
+    Jobs(super::jobs::JobsArgs),
 }
 
 /// Runs a client subcommand.
@@ -93,6 +114,9 @@ pub fn run(command: ToolCommand) -> CliResult {
         ToolCommand::Export(args) => block_on(super::query::export(args)),
         ToolCommand::Import(args) => block_on(super::import::import(args)),
         ToolCommand::Backup(args) => super::backup::backup(args),
+        ToolCommand::Work(args) => block_on(super::work::work(args)),
+        ToolCommand::Request(args) => block_on(super::work::request(args)),
+        ToolCommand::Jobs(args) => super::jobs::jobs(args),
     }
 }
 

@@ -15,6 +15,8 @@ pub mod codes {
     pub const DUPLICATE: u16 = 409;
     /// 410 expired.
     pub const EXPIRED: u16 = 410;
+    /// 412 job lease not held (spec §14).
+    pub const LEASE_LOST: u16 = 412;
     /// 413 too large.
     pub const TOO_LARGE: u16 = 413;
     /// 429 rate limited.
@@ -38,6 +40,8 @@ pub enum ErrorCode {
     Duplicate,
     /// 410: the event's `expires_at` is already past.
     Expired,
+    /// 412: the subscription does not hold the job's current lease (spec §14).
+    LeaseLost,
     /// 413: content or frame too large.
     TooLarge,
     /// 429: rate limited.
@@ -50,12 +54,13 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::Invalid,
         ErrorCode::AuthRequired,
         ErrorCode::Restricted,
         ErrorCode::Duplicate,
         ErrorCode::Expired,
+        ErrorCode::LeaseLost,
         ErrorCode::TooLarge,
         ErrorCode::RateLimited,
         ErrorCode::Internal,
@@ -70,6 +75,7 @@ impl ErrorCode {
             ErrorCode::Restricted => codes::RESTRICTED,
             ErrorCode::Duplicate => codes::DUPLICATE,
             ErrorCode::Expired => codes::EXPIRED,
+            ErrorCode::LeaseLost => codes::LEASE_LOST,
             ErrorCode::TooLarge => codes::TOO_LARGE,
             ErrorCode::RateLimited => codes::RATE_LIMITED,
             ErrorCode::Internal => codes::INTERNAL,
@@ -85,6 +91,7 @@ impl ErrorCode {
             codes::RESTRICTED => ErrorCode::Restricted,
             codes::DUPLICATE => ErrorCode::Duplicate,
             codes::EXPIRED => ErrorCode::Expired,
+            codes::LEASE_LOST => ErrorCode::LeaseLost,
             codes::TOO_LARGE => ErrorCode::TooLarge,
             codes::RATE_LIMITED => ErrorCode::RateLimited,
             codes::INTERNAL => ErrorCode::Internal,
@@ -101,6 +108,7 @@ impl ErrorCode {
             ErrorCode::Restricted => "restricted",
             ErrorCode::Duplicate => "duplicate",
             ErrorCode::Expired => "expired",
+            ErrorCode::LeaseLost => "lease-lost",
             ErrorCode::TooLarge => "too-large",
             ErrorCode::RateLimited => "rate-limited",
             ErrorCode::Internal => "error",

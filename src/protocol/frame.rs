@@ -23,6 +23,12 @@ pub mod frame_type {
     pub const UNSUBSCRIBE: u8 = 3;
     /// Client → relay: publish an event.
     pub const PUBLISH: u8 = 4;
+    /// Client → relay: a job is done (spec §14).
+    pub const ACK: u8 = 5;
+    /// Client → relay: give a job back, optionally after a delay (spec §14).
+    pub const NACK: u8 = 6;
+    /// Client → relay: renew a job's lease (spec §14).
+    pub const EXTEND: u8 = 7;
     /// Relay → client: the auth nonce.
     pub const CHALLENGE: u8 = 10;
     /// Relay → client: an event for a subscription.
@@ -106,6 +112,90 @@ impl Subscribe {
         }
         self.filters.iter().try_for_each(|filter| filter.check_bounds(limits))
     }
+}
+
+/// Allowed `lease_secs` (spec §14).
+pub const LEASE_SECS: std::ops::RangeInclusive<u64> = 1..=3600;
+/// Allowed `max_in_flight` (spec §14).
+pub const MAX_IN_FLIGHT: std::ops::RangeInclusive<u64> = 1..=256;
+/// Default `lease_secs` of a queue subscription.
+pub const DEFAULT_LEASE_SECS: u64 = 60;
+/// Default `max_in_flight` of a queue subscription.
+pub const DEFAULT_MAX_IN_FLIGHT: u64 = 1;
+/// Longest group name in bytes.
+pub const MAX_GROUP_BYTES: usize = 64;
+
+/// A SUBSCRIBE that names a `group`: a queue subscription (spec §14).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSubscribe {
+    /// `sub_id`, `filters` and `after_seq` (the start of a new group).
+    pub subscribe: Subscribe,
+    /// The queue's name, 1..=64 bytes.
+    pub group: String,
+    /// Lease length for jobs given to this member, 1..=3600.
+    pub lease_secs: u64,
+    /// Most unfinished leases at once, 1..=256.
+    pub max_in_flight: u64,
+}
+
+/// Names a job held by a queue subscription: ACK's payload and PUBLISH's `ack`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobRef {
+    /// The queue subscription holding the lease.
+    pub sub_id: String,
+    /// The job request's event id.
+    #[serde(with = "serde_bytes")]
+    pub job: [u8; 32],
+}
+
+/// NACK payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Nack {
+    /// The job given back.
+    #[serde(flatten)]
+    pub job: JobRef,
+    /// Offer it again after this many seconds (default 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_secs: Option<u64>,
+}
+
+/// EXTEND payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Extend {
+    /// The job whose lease is renewed.
+    #[serde(flatten)]
+    pub job: JobRef,
+    /// New lease length from now (default: the subscription's `lease_secs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_secs: Option<u64>,
+}
+
+/// The `lease` of an offered job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Lease {
+    /// Unix time in milliseconds when the lease expires.
+    pub until_ms: u64,
+    /// Which offer of the job this is, from 1.
+    pub attempt: u64,
+}
+
+/// A relay → client EVENT with `lease`: a job offered to a queue subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    /// The EVENT fields.
+    pub message: EventMessage,
+    /// The lease.
+    pub lease: Lease,
+}
+
+/// OK answering EXTEND: the job and the new lease end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct OkLease {
+    /// The job.
+    #[serde(with = "serde_bytes")]
+    pub id: [u8; 32],
+    /// Unix time in milliseconds when the renewed lease expires.
+    pub until_ms: u64,
 }
 
 /// A relay → client EVENT: an event delivered to a subscription.
@@ -209,6 +299,25 @@ pub enum Frame {
     Ok(OkMessage),
     /// 14: failure.
     Error(ErrorMessage),
+    /// 2 with `group`: a queue subscription (spec §14).
+    QueueSubscribe(QueueSubscribe),
+    /// 4 with `ack`: publish a result and complete a job in one step (spec §14).
+    PublishAck {
+        /// The event, as sent.
+        event: RawEvent,
+        /// The job it completes.
+        ack: JobRef,
+    },
+    /// 5: the job is done.
+    Ack(JobRef),
+    /// 6: give the job back.
+    Nack(Nack),
+    /// 7: renew the lease.
+    Extend(Extend),
+    /// 11 with `lease`: a job offered to a queue subscription.
+    Offer(Offer),
+    /// 13 with `until_ms`: the answer to EXTEND.
+    OkLease(OkLease),
 }
 
 #[derive(Serialize)]
@@ -217,6 +326,17 @@ struct SubscribePayload<'a> {
     filters: &'a [Filter],
     #[serde(skip_serializing_if = "Option::is_none")]
     after_seq: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct QueueSubscribePayload<'a> {
+    sub_id: &'a str,
+    filters: &'a [Filter],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after_seq: Option<u64>,
+    group: &'a str,
+    lease_secs: u64,
+    max_in_flight: u64,
 }
 
 #[derive(Serialize)]
@@ -251,6 +371,13 @@ impl Frame {
             Frame::Eose { .. } => frame_type::EOSE,
             Frame::Ok(_) => frame_type::OK,
             Frame::Error(_) => frame_type::ERROR,
+            Frame::QueueSubscribe(_) => frame_type::SUBSCRIBE,
+            Frame::PublishAck { .. } => frame_type::PUBLISH,
+            Frame::Ack(_) => frame_type::ACK,
+            Frame::Nack(_) => frame_type::NACK,
+            Frame::Extend(_) => frame_type::EXTEND,
+            Frame::Offer(_) => frame_type::EVENT,
+            Frame::OkLease(_) => frame_type::OK,
         }
     }
 
@@ -276,6 +403,28 @@ impl Frame {
             Frame::Challenge { nonce } => encode_with_payload(self.frame_type(), &ChallengePayload { nonce }),
             Frame::Ok(ok) => encode_with_payload(self.frame_type(), ok),
             Frame::Error(error) => encode_with_payload(self.frame_type(), error),
+            Frame::QueueSubscribe(queue) => encode_with_payload(
+                self.frame_type(),
+                &QueueSubscribePayload {
+                    sub_id: &queue.subscribe.sub_id,
+                    filters: &queue.subscribe.filters,
+                    after_seq: queue.subscribe.after_seq,
+                    group: &queue.group,
+                    lease_secs: queue.lease_secs,
+                    max_in_flight: queue.max_in_flight,
+                },
+            ),
+            Frame::PublishAck { event, ack } => encode_publish_ack_frame(event.as_bytes(), ack),
+            Frame::Ack(job) => encode_with_payload(self.frame_type(), job),
+            Frame::Nack(nack) => encode_with_payload(self.frame_type(), nack),
+            Frame::Extend(extend) => encode_with_payload(self.frame_type(), extend),
+            Frame::Offer(offer) => encode_offer_frame(
+                &offer.message.sub_id,
+                offer.message.seq,
+                offer.message.event.as_bytes(),
+                offer.lease,
+            ),
+            Frame::OkLease(ok) => encode_with_payload(self.frame_type(), ok),
         }
     }
 
@@ -294,6 +443,18 @@ impl Frame {
             frame_type::SUBSCRIBE => read_subscribe(&mut reader)?,
             frame_type::UNSUBSCRIBE => Frame::Unsubscribe { sub_id: read_sub_id_payload(&mut reader)? },
             frame_type::PUBLISH => read_publish(&mut reader, message)?,
+            frame_type::ACK => Frame::Ack(read_job_payload(&mut reader, None)?.0),
+            frame_type::NACK => {
+                let (job, delay_secs) = read_job_payload(&mut reader, Some("delay_secs"))?;
+                Frame::Nack(Nack { job, delay_secs })
+            }
+            frame_type::EXTEND => {
+                let (job, lease_secs) = read_job_payload(&mut reader, Some("lease_secs"))?;
+                if lease_secs.is_some_and(|secs| !LEASE_SECS.contains(&secs)) {
+                    return Err(ProtocolError::invalid("lease_secs must be 1..=3600"));
+                }
+                Frame::Extend(Extend { job, lease_secs })
+            }
             frame_type::CHALLENGE => read_challenge(&mut reader)?,
             frame_type::EVENT => read_event_message(&mut reader, message)?,
             frame_type::EOSE => Frame::Eose { sub_id: read_sub_id_payload(&mut reader)? },
@@ -347,6 +508,40 @@ pub fn encode_event_frame(sub_id: &str, seq: u64, raw_event: &[u8]) -> Vec<u8> {
     out.extend_from_slice(raw_event);
     let _ = rmp::encode::write_str(&mut out, "seq");
     let _ = rmp::encode::write_uint(&mut out, seq);
+    out
+}
+
+/// Builds `[4, {"event": <raw>, "ack": {"sub_id": s, "job": id}}]`.
+pub fn encode_publish_ack_frame(raw_event: &[u8], ack: &JobRef) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96 + raw_event.len());
+    write_header(&mut out, frame_type::PUBLISH);
+    let _ = rmp::encode::write_map_len(&mut out, 2);
+    let _ = rmp::encode::write_str(&mut out, "event");
+    out.extend_from_slice(raw_event);
+    let _ = rmp::encode::write_str(&mut out, "ack");
+    if let Err(error) = rmp_serde::encode::write_named(&mut out, ack) {
+        unreachable!("encoding an ack into a Vec failed: {error}");
+    }
+    out
+}
+
+/// Builds `[11, {"sub_id", "event", "seq", "lease": {"until_ms", "attempt"}}]`.
+pub fn encode_offer_frame(sub_id: &str, seq: u64, raw_event: &[u8], lease: Lease) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + sub_id.len() + raw_event.len());
+    write_header(&mut out, frame_type::EVENT);
+    let _ = rmp::encode::write_map_len(&mut out, 4);
+    let _ = rmp::encode::write_str(&mut out, "sub_id");
+    let _ = rmp::encode::write_str(&mut out, sub_id);
+    let _ = rmp::encode::write_str(&mut out, "event");
+    out.extend_from_slice(raw_event);
+    let _ = rmp::encode::write_str(&mut out, "seq");
+    let _ = rmp::encode::write_uint(&mut out, seq);
+    let _ = rmp::encode::write_str(&mut out, "lease");
+    let _ = rmp::encode::write_map_len(&mut out, 2);
+    let _ = rmp::encode::write_str(&mut out, "until_ms");
+    let _ = rmp::encode::write_uint(&mut out, lease.until_ms);
+    let _ = rmp::encode::write_str(&mut out, "attempt");
+    let _ = rmp::encode::write_uint(&mut out, lease.attempt);
     out
 }
 
@@ -413,7 +608,9 @@ fn read_auth(reader: &mut Reader<'_>) -> Result<Frame, ProtocolError> {
 
 fn read_subscribe(reader: &mut Reader<'_>) -> Result<Frame, ProtocolError> {
     let (mut sub_id, mut filters, mut after_seq) = (None, None, None);
-    read_payload(reader, &["sub_id", "filters", "after_seq"], |reader, index| {
+    let (mut group, mut lease_secs, mut max_in_flight) = (None, None, None);
+    let keys = ["sub_id", "filters", "after_seq", "group", "lease_secs", "max_in_flight"];
+    read_payload(reader, &keys, |reader, index| {
         match index {
             0 => sub_id = Some(read_sub_id(reader)?),
             1 => {
@@ -424,15 +621,63 @@ fn read_subscribe(reader: &mut Reader<'_>) -> Result<Frame, ProtocolError> {
                 }
                 filters = Some(list);
             }
-            _ => after_seq = read_optional_uint(reader, "after_seq")?,
+            2 => after_seq = read_optional_uint(reader, "after_seq")?,
+            3 => group = Some(read_group(reader)?),
+            4 => lease_secs = read_optional_uint(reader, "lease_secs")?,
+            _ => max_in_flight = read_optional_uint(reader, "max_in_flight")?,
         }
         Ok(())
     })?;
-    Ok(Frame::Subscribe(Subscribe {
-        sub_id: required(sub_id, "sub_id")?,
-        filters: required(filters, "filters")?,
-        after_seq,
-    }))
+    let subscribe =
+        Subscribe { sub_id: required(sub_id, "sub_id")?, filters: required(filters, "filters")?, after_seq };
+    let Some(group) = group else {
+        if lease_secs.is_some() || max_in_flight.is_some() {
+            return Err(ProtocolError::invalid("lease_secs and max_in_flight need a group"));
+        }
+        return Ok(Frame::Subscribe(subscribe));
+    };
+    let lease_secs = lease_secs.unwrap_or(DEFAULT_LEASE_SECS);
+    if !LEASE_SECS.contains(&lease_secs) {
+        return Err(ProtocolError::invalid("lease_secs must be 1..=3600"));
+    }
+    let max_in_flight = max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+    if !MAX_IN_FLIGHT.contains(&max_in_flight) {
+        return Err(ProtocolError::invalid("max_in_flight must be 1..=256"));
+    }
+    Ok(Frame::QueueSubscribe(QueueSubscribe { subscribe, group, lease_secs, max_in_flight }))
+}
+
+fn read_group(reader: &mut Reader<'_>) -> Result<String, ProtocolError> {
+    let group = reader.read_str("group")?;
+    if group.is_empty() || group.len() > MAX_GROUP_BYTES {
+        return Err(ProtocolError::invalid(format!("group must be 1..={MAX_GROUP_BYTES} bytes")));
+    }
+    Ok(group.to_owned())
+}
+
+/// Reads a `{"sub_id": str, "job": bin32}` map (PUBLISH's `ack`).
+fn read_job_ref(reader: &mut Reader<'_>) -> Result<JobRef, ProtocolError> {
+    Ok(read_job_fields(reader, None)?.0)
+}
+
+/// Reads an ACK/NACK/EXTEND payload: `sub_id`, `job` and an optional uint named `extra`.
+fn read_job_payload(reader: &mut Reader<'_>, extra: Option<&str>) -> Result<(JobRef, Option<u64>), ProtocolError> {
+    read_job_fields(reader, extra)
+}
+
+fn read_job_fields(reader: &mut Reader<'_>, extra: Option<&str>) -> Result<(JobRef, Option<u64>), ProtocolError> {
+    let (mut sub_id, mut job, mut value) = (None, None, None);
+    let extra_key = extra.unwrap_or("");
+    let keys: &[&str] = if extra.is_some() { &["sub_id", "job", extra_key] } else { &["sub_id", "job"] };
+    read_payload(reader, keys, |reader, index| {
+        match index {
+            0 => sub_id = Some(read_sub_id(reader)?),
+            1 => job = Some(reader.read_bin_fixed("job")?),
+            _ => value = read_optional_uint(reader, extra_key)?,
+        }
+        Ok(())
+    })?;
+    Ok((JobRef { sub_id: required(sub_id, "sub_id")?, job: required(job, "job")? }, value))
 }
 
 fn read_sub_id_payload(reader: &mut Reader<'_>) -> Result<String, ProtocolError> {
@@ -454,12 +699,19 @@ fn read_raw_event(reader: &mut Reader<'_>, message: &Bytes) -> Result<RawEvent, 
 }
 
 fn read_publish(reader: &mut Reader<'_>, message: &Bytes) -> Result<Frame, ProtocolError> {
-    let mut event = None;
-    read_payload(reader, &["event"], |reader, _| {
-        event = Some(read_raw_event(reader, message)?);
+    let (mut event, mut ack) = (None, None);
+    read_payload(reader, &["event", "ack"], |reader, index| {
+        match index {
+            0 => event = Some(read_raw_event(reader, message)?),
+            _ => ack = Some(read_job_ref(reader)?),
+        }
         Ok(())
     })?;
-    Ok(Frame::Publish { event: required(event, "event")? })
+    let event = required(event, "event")?;
+    Ok(match ack {
+        Some(ack) => Frame::PublishAck { event, ack },
+        None => Frame::Publish { event },
+    })
 }
 
 fn read_challenge(reader: &mut Reader<'_>) -> Result<Frame, ProtocolError> {
@@ -472,32 +724,54 @@ fn read_challenge(reader: &mut Reader<'_>) -> Result<Frame, ProtocolError> {
 }
 
 fn read_event_message(reader: &mut Reader<'_>, message: &Bytes) -> Result<Frame, ProtocolError> {
-    let (mut sub_id, mut event, mut seq) = (None, None, None);
-    read_payload(reader, &["sub_id", "event", "seq"], |reader, index| {
+    let (mut sub_id, mut event, mut seq, mut lease) = (None, None, None, None);
+    read_payload(reader, &["sub_id", "event", "seq", "lease"], |reader, index| {
         match index {
             0 => sub_id = Some(read_sub_id(reader)?),
             1 => event = Some(read_raw_event(reader, message)?),
-            _ => seq = Some(reader.read_uint("seq")?),
+            2 => seq = Some(reader.read_uint("seq")?),
+            _ => lease = Some(read_lease(reader)?),
         }
         Ok(())
     })?;
-    Ok(Frame::Event(EventMessage {
+    let message = EventMessage {
         sub_id: required(sub_id, "sub_id")?,
         event: required(event, "event")?,
         seq: required(seq, "seq")?,
-    }))
+    };
+    Ok(match lease {
+        Some(lease) => Frame::Offer(Offer { message, lease }),
+        None => Frame::Event(message),
+    })
 }
 
-fn read_ok(reader: &mut Reader<'_>) -> Result<Frame, ProtocolError> {
-    let (mut id, mut seq) = (None, None);
-    read_payload(reader, &["id", "seq"], |reader, index| {
+fn read_lease(reader: &mut Reader<'_>) -> Result<Lease, ProtocolError> {
+    let (mut until_ms, mut attempt) = (None, None);
+    read_payload(reader, &["until_ms", "attempt"], |reader, index| {
         match index {
-            0 => id = Some(reader.read_bin_fixed("id")?),
-            _ => seq = read_optional_uint(reader, "seq")?,
+            0 => until_ms = Some(reader.read_uint("until_ms")?),
+            _ => attempt = Some(reader.read_uint("attempt")?),
         }
         Ok(())
     })?;
-    Ok(Frame::Ok(OkMessage { id: required(id, "id")?, seq }))
+    Ok(Lease { until_ms: required(until_ms, "until_ms")?, attempt: required(attempt, "attempt")? })
+}
+
+fn read_ok(reader: &mut Reader<'_>) -> Result<Frame, ProtocolError> {
+    let (mut id, mut seq, mut until_ms) = (None, None, None);
+    read_payload(reader, &["id", "seq", "until_ms"], |reader, index| {
+        match index {
+            0 => id = Some(reader.read_bin_fixed("id")?),
+            1 => seq = read_optional_uint(reader, "seq")?,
+            _ => until_ms = read_optional_uint(reader, "until_ms")?,
+        }
+        Ok(())
+    })?;
+    let id = required(id, "id")?;
+    Ok(match until_ms {
+        Some(until_ms) => Frame::OkLease(OkLease { id, until_ms }),
+        None => Frame::Ok(OkMessage { id, seq }),
+    })
 }
 
 fn read_error(reader: &mut Reader<'_>) -> Result<Frame, ProtocolError> {

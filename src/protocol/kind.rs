@@ -23,6 +23,9 @@ pub enum KindClass {
     Unassigned,
 }
 
+/// Job request kinds (spec §5, §14): what queues offer.
+pub const JOB_REQUESTS: std::ops::RangeInclusive<u16> = 5000..=5999;
+
 /// The kind an admin publishes to allow keys (spec §10).
 pub const KIND_ALLOW: u16 = 9000;
 /// The kind an admin publishes to revoke keys (spec §10).

@@ -203,6 +203,20 @@ impl RetentionConfig {
     }
 }
 
+/// The `jobs:` section (spec §14).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// A job whose offer numbered this ends without completion is dead.
+    pub max_attempts: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig { max_attempts: 5 }
+    }
+}
+
 /// The whole relay.yaml.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -223,6 +237,8 @@ pub struct RelayConfig {
     pub retention: RetentionConfig,
     /// Upstreams this relay copies events from (spec §17).
     pub mirrors: Vec<super::mirror::MirrorConfig>,
+    /// Job queues.
+    pub jobs: JobsConfig,
 }
 
 impl Default for RelayConfig {
@@ -236,6 +252,7 @@ impl Default for RelayConfig {
             limits: LimitsConfig::default(),
             retention: RetentionConfig::default(),
             mirrors: Vec::new(),
+            jobs: JobsConfig::default(),
         }
     }
 }
@@ -294,6 +311,9 @@ impl RelayConfig {
         self.admin_keys()?;
         self.allowlist_keys()?;
         self.limits.validate()?;
+        if self.jobs.max_attempts == 0 {
+            return Err(invalid("jobs.max_attempts", "must be at least 1"));
+        }
         self.retention.validate()?;
         super::mirror::config::validate(&self.mirrors)
     }

@@ -28,7 +28,7 @@ use crate::clock::unix_now;
 use crate::protocol::auth::auth_digest;
 use crate::protocol::close;
 use crate::protocol::event::verify_strict;
-use crate::protocol::frame::Auth;
+use crate::protocol::frame::{Auth, JobRef};
 use crate::protocol::{ErrorCode, Frame, ProtocolError, PublicKey, RawEvent, Viewer};
 
 type Socket = WebSocketStream<Rewind>;
@@ -47,6 +47,7 @@ impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         if self.authenticated {
             self.state.fanout.remove_connection(self.conn);
+            self.state.jobs.remove_connection(&self.state.store, self.conn);
             self.state.metrics.authenticated.dec();
         }
         if self.registered {
@@ -90,7 +91,7 @@ async fn converse(mut reader: Reader, state: Arc<RelayState>, outbound: Arc<Outb
     tracing::debug!(%peer, conn, key = %hex::encode(pubkey), "authenticated");
     let viewer = Viewer { pubkey, is_admin: state.access.is_admin(&pubkey) };
     let subscriptions = Subscriptions::new(conn, viewer, state.clone(), outbound.clone());
-    let mut session = Session { viewer, state, outbound, subscriptions };
+    let mut session = Session { conn, viewer, state, outbound, subscriptions };
     session.run(reader, kick).await;
 }
 
@@ -213,6 +214,7 @@ fn check_auth(auth: &Auth, nonce: &[u8; 32], relay_url: &str, state: &RelayState
 
 /// An authenticated connection's state.
 struct Session {
+    conn: ConnId,
     viewer: Viewer,
     state: Arc<RelayState>,
     outbound: Arc<Outbound>,
@@ -300,7 +302,7 @@ impl Session {
                 break;
             }
             let Message::Binary(bytes) = message else { continue };
-            if let Ok(Frame::Publish { event }) = Frame::decode(&Bytes::from(bytes)) {
+            if let Ok(Frame::Publish { event } | Frame::PublishAck { event, .. }) = Frame::decode(&Bytes::from(bytes)) {
                 self.outbound.push(error_frame(&shutting_down, event.best_effort_id())).await;
             }
         }
@@ -316,7 +318,21 @@ impl Session {
         };
         match frame {
             Frame::Publish { event } => self.publish(event, in_flight).await,
+            Frame::PublishAck { event, ack } => self.publish_ack(event, ack, in_flight).await,
             Frame::Subscribe(subscribe) => self.subscriptions.subscribe(subscribe).await,
+            Frame::QueueSubscribe(queue) => self.subscriptions.queue_subscribe(queue).await,
+            Frame::Ack(job) => {
+                let reply = self.state.jobs.ack(&self.state.store, self.conn, job).await;
+                self.outbound.push(reply).await;
+            }
+            Frame::Nack(nack) => {
+                let reply = self.state.jobs.nack(&self.state.store, self.conn, nack).await;
+                self.outbound.push(reply).await;
+            }
+            Frame::Extend(extend) => {
+                let reply = self.state.jobs.extend(self.conn, extend);
+                self.outbound.push(reply).await;
+            }
             Frame::Unsubscribe { sub_id } => self.subscriptions.unsubscribe(&sub_id),
             Frame::Auth(_) => {
                 self.outbound.push(error_frame(&ProtocolError::invalid("already authenticated"), None)).await;
@@ -329,6 +345,30 @@ impl Session {
                 self.outbound.push(error_frame(&error, None)).await;
             }
         }
+    }
+
+    /// PUBLISH with `ack` (spec §14): §8's checks, then the job's lease, then one
+    /// transaction storing the event and completing the job.
+    async fn publish_ack(&mut self, raw: RawEvent, ack: JobRef, in_flight: &mut InFlight) {
+        let config = self.state.config();
+        let publisher =
+            Publisher { key: self.viewer.pubkey, limiter: &self.state.publish_rate, keys: &self.state.author_keys };
+        let accepted = match admit(raw, &self.state.access, &config.limits, &publisher, unix_now()) {
+            Err(Rejection { error, id }) => {
+                self.state.metrics.rejected(error.code);
+                self.outbound.push(error_frame(&error, id)).await;
+                return;
+            }
+            Ok(Admitted::Ephemeral(accepted)) => {
+                let error = ProtocolError::invalid("an event that completes a job must be of a stored kind");
+                self.state.metrics.rejected(error.code);
+                self.outbound.push(error_frame(&error, Some(accepted.event.id))).await;
+                return;
+            }
+            Ok(Admitted::Store(accepted)) => accepted,
+        };
+        let metrics = self.state.metrics.clone();
+        in_flight.push(self.state.jobs.publish_completing(&self.state.store, metrics, self.conn, accepted, ack));
     }
 
     async fn publish(&mut self, raw: RawEvent, in_flight: &mut InFlight) {

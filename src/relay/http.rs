@@ -218,6 +218,7 @@ pub fn route(head: &RequestHead, state: &RelayState) -> Response {
         "/info" => json_response(config, state),
         "/metrics" => {
             state.metrics.outbound_bytes.set(state.outbound_bytes.queued() as i64);
+            state.jobs.export(&state.metrics);
             Response {
                 status: 200,
                 content_type: "text/plain; version=0.0.4",

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub outbound_bytes: IntGauge,
     /// Per-upstream mirror state (spec §17).
     pub mirrors: super::mirror::MirrorMetrics,
+    /// Job queues per group and state (pending, leased, done, dead, redeliveries).
+    pub jobs: IntGaugeVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -107,6 +109,14 @@ impl Metrics {
             ),
             outbound_bytes: gauge(&registry, "axon_outbound_bytes", "Bytes queued in outbound queues, all connections"),
             mirrors: super::mirror::MirrorMetrics::new(&registry),
+            jobs: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new("axon_jobs", "Job queues (spec 14): jobs per group and state; redeliveries since start"),
+                    &["group", "state"],
+                )
+                .unwrap_or_else(|_| unreachable!("valid metric")),
+            ),
             registry,
         }
     }
@@ -114,6 +124,20 @@ impl Metrics {
     /// Counts a rejected event.
     pub fn rejected(&self, code: ErrorCode) {
         self.events_rejected.with_label_values(&[&code.as_u16().to_string()]).inc();
+    }
+
+    /// Sets one job group's gauges.
+    pub fn job_counts(&self, group: &str, counts: &crate::relay::jobs::queue::GroupCounts) {
+        let values = [
+            ("pending", counts.pending),
+            ("leased", counts.leased),
+            ("done", counts.done),
+            ("dead", counts.dead),
+            ("redeliveries", counts.redeliveries),
+        ];
+        for (state, value) in values {
+            self.jobs.with_label_values(&[group, state]).set(value as i64);
+        }
     }
 
     /// The Prometheus text exposition, with scrape-time gauges refreshed.

@@ -10,6 +10,7 @@ pub mod fanout;
 pub mod health;
 pub mod http;
 pub mod ingest;
+pub mod jobs;
 pub mod keys;
 pub mod memory;
 pub mod metrics;
@@ -71,6 +72,8 @@ pub struct RelayState {
     pub store: Store,
     /// Live subscriptions.
     pub fanout: Arc<Fanout>,
+    /// Job queues (spec §14).
+    pub jobs: Arc<jobs::Jobs>,
     /// Open connections.
     pub connections: Arc<Connections>,
     /// Prometheus metrics.
@@ -140,6 +143,7 @@ pub use crate::clock::unix_now;
 struct RelayHook {
     access: Arc<Access>,
     fanout: Arc<Fanout>,
+    jobs: Arc<jobs::Jobs>,
     connections: Arc<Connections>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -158,6 +162,7 @@ impl CommitHook for RelayHook {
             apply_admin_event(&self.access, &self.connections, &committed.accepted.event);
         }
         self.fanout.dispatch_committed(events);
+        self.jobs.committed(events);
     }
 }
 
@@ -216,9 +221,11 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
     let fanout = Arc::new(Fanout::new(metrics.clone()));
     let connections = Arc::new(Connections::default());
     let health = Arc::new(Health::new(metrics.health_failing.clone()));
+    let jobs = Arc::new(jobs::Jobs::new(config.jobs.max_attempts));
     let hook = RelayHook {
         access: access.clone(),
         fanout: fanout.clone(),
+        jobs: jobs.clone(),
         connections: connections.clone(),
         metrics: metrics.clone(),
         health: health.clone(),
@@ -226,6 +233,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
     let store = Store::open_sqlite(&config.db, Box::new(hook))?;
     replay_admin_log(&store, &access)?;
     fanout.set_fanned_through(store.last_seq()?);
+    jobs.load(&store).await?;
     let addr = config.addr.clone();
     let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|source| RelayError::Bind { addr, source })?;
     let local_addr = listener.local_addr().map_err(|source| RelayError::Bind { addr: config.addr.clone(), source })?;
@@ -233,8 +241,9 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
     let state = Arc::new(RelayState {
         config: RwLock::new(Arc::new(config)),
         access,
-        store,
+        store: store.clone(),
         fanout,
+        jobs: jobs.clone(),
         connections,
         metrics,
         publish_rate: rate::RateLimiter::default(),
@@ -247,6 +256,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
         next_conn: AtomicU64::new(1),
         shutdown: shutdown_receiver,
     });
+    tokio::spawn(jobs.run(store, state.shutdown_signal()));
     let server = tokio::spawn(server::run(listener, state.clone()));
     state.mirrors.bind(&state);
     state.mirrors.apply(mirrors);

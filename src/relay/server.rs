@@ -172,5 +172,8 @@ pub async fn enforce_retention(state: &RelayState) -> Result<usize, StoreError> 
         }
         total += deleted;
     }
+    if total > 0 {
+        state.jobs.forget_deleted(&state.store).await?;
+    }
     Ok(total)
 }

@@ -11,7 +11,7 @@ use super::reply::{store_error, sub_error_frame};
 use super::store::StoreError;
 use super::RelayState;
 use crate::clock::unix_now;
-use crate::protocol::frame::{encode_event_frame, Subscribe};
+use crate::protocol::frame::{encode_event_frame, QueueSubscribe, Subscribe};
 use crate::protocol::{Filter, Frame, ProtocolError, Viewer};
 
 /// Events fetched per replay page.
@@ -32,10 +32,42 @@ impl Subscriptions {
         Subscriptions { conn, viewer, state, outbound, names: HashSet::new() }
     }
 
-    /// UNSUBSCRIBE: ends `sub_id` (unknown ids are a no-op).
+    /// UNSUBSCRIBE: ends `sub_id` (unknown ids are a no-op), a queue subscription too.
     pub fn unsubscribe(&mut self, sub_id: &str) {
         self.state.fanout.unsubscribe(self.conn, sub_id);
+        self.state.jobs.unsubscribe(&self.state.store, self.conn, sub_id);
         self.names.remove(sub_id);
+    }
+
+    /// SUBSCRIBE with `group` (spec §14): checks the bounds and joins the queue; no
+    /// stored phase and no EOSE. Reusing a `sub_id` replaces that subscription.
+    pub async fn queue_subscribe(&mut self, queue: QueueSubscribe) {
+        let config = self.state.config();
+        let limits = &config.limits;
+        let sub_id = queue.subscribe.sub_id.clone();
+        if let Err(error) = queue.subscribe.check_bounds(&limits.protocol()) {
+            self.outbound.push(sub_error_frame(&error, &sub_id)).await;
+            return;
+        }
+        if let Err(error) = super::jobs::check_queue_filters(&queue) {
+            self.outbound.push(sub_error_frame(&error, &sub_id)).await;
+            return;
+        }
+        if !self.names.contains(&sub_id) && self.names.len() >= limits.max_subscriptions {
+            let error = ProtocolError::invalid(format!(
+                "a connection holds at most {} subscriptions",
+                limits.max_subscriptions
+            ));
+            self.outbound.push(sub_error_frame(&error, &sub_id)).await;
+            return;
+        }
+        self.state.fanout.unsubscribe(self.conn, &sub_id);
+        self.names.insert(sub_id.clone());
+        let joined = self.state.jobs.subscribe(&self.state.store, self.conn, queue, self.outbound.clone()).await;
+        if let Err(error) = joined {
+            self.unsubscribe(&sub_id);
+            self.outbound.push(sub_error_frame(&error, &sub_id)).await;
+        }
     }
 
     /// SUBSCRIBE: checks the bounds, registers for live events, sends the stored events,
@@ -61,6 +93,7 @@ impl Subscriptions {
             return;
         }
         let Subscribe { sub_id, filters, after_seq } = subscribe;
+        self.state.jobs.unsubscribe(&self.state.store, self.conn, &sub_id);
         self.names.insert(sub_id.clone());
         let registered = self.state.fanout.subscribe(
             self.conn,

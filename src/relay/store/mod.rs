@@ -109,6 +109,48 @@ pub struct Accepted {
     pub expires_at: Option<u64>,
 }
 
+/// A job's committed state in one group (spec §14).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRow {
+    /// The group.
+    pub group: String,
+    /// The job request's seq.
+    pub job_seq: u64,
+    /// Offers made so far.
+    pub attempts: u64,
+    /// Completed in the group.
+    pub done: bool,
+    /// Given up after `max_attempts`.
+    pub dead: bool,
+    /// Unix milliseconds before which it is not offered again (a NACK's delay).
+    pub not_before_ms: u64,
+}
+
+/// A change to the job queues' committed state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobWrite {
+    /// A new group whose queue starts after `start_seq`.
+    Group {
+        /// Its name.
+        name: String,
+        /// Its queue holds jobs with seq > this.
+        start_seq: u64,
+    },
+    /// A job's state in a group (insert or replace).
+    State(JobRow),
+}
+
+/// What the job queues load at startup.
+#[derive(Debug, Clone, Default)]
+pub struct JobsSnapshot {
+    /// Every group and its start.
+    pub groups: Vec<(String, u64)>,
+    /// Every recorded job state.
+    pub states: Vec<JobRow>,
+    /// Every stored, unexpired job request (kinds 5000–5999), oldest first.
+    pub requests: Vec<StoredRow>,
+}
+
 /// A committed event with its seq.
 #[derive(Debug, Clone)]
 pub struct Committed {
@@ -270,6 +312,26 @@ pub trait EventStore: Send + Sync + 'static {
         Err(StoreError::Storage("this storage backend does not support mirrors".into()))
     }
 
+    /// Like [`EventStore::submit`], and in the same transaction records `done` (a job
+    /// completed by this event, spec §14) — only if the event is stored.
+    fn submit_completing(
+        &self,
+        accepted: Arc<Accepted>,
+        done: JobRow,
+    ) -> BoxFuture<'_, Result<PendingCommit, StoreError>>;
+
+    /// Commits job-queue changes in one transaction, ordered with the inserts around it.
+    fn write_jobs(&self, writes: Vec<JobWrite>) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The job queues' committed state and the unexpired job requests (blocking).
+    fn load_jobs(&self, now: u64) -> Result<JobsSnapshot, StoreError>;
+
+    /// True if an event with this id is stored (blocking).
+    fn contains(&self, id: &[u8; 32]) -> Result<bool, StoreError>;
+
+    /// The seqs of every stored job request (kinds 5000–5999), ascending (blocking).
+    fn job_request_seqs(&self) -> Result<Vec<u64>, StoreError>;
+
     /// Deletes up to `limit` events `rule` selects, in one short transaction ordered with
     /// the inserts around it; returns how many.
     fn prune_batch(&self, rule: Prune, limit: usize) -> BoxFuture<'_, Result<usize, StoreError>>;
@@ -337,6 +399,36 @@ impl Store {
         let backend = self.backend.clone();
         let upstream = upstream.to_owned();
         blocking(move || backend.upstream_cursor(&upstream)).await
+    }
+
+    /// Queues an event that completes a job (spec §14): both commit in one transaction.
+    pub async fn submit_completing(&self, accepted: Arc<Accepted>, done: JobRow) -> Result<PendingCommit, StoreError> {
+        self.backend.submit_completing(accepted, done).await
+    }
+
+    /// Commits job-queue changes in one transaction.
+    pub async fn write_jobs(&self, writes: Vec<JobWrite>) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        self.backend.write_jobs(writes).await
+    }
+
+    /// The job queues' committed state (blocking).
+    pub fn load_jobs(&self, now: u64) -> Result<JobsSnapshot, StoreError> {
+        self.backend.load_jobs(now)
+    }
+
+    /// True if an event with this id is stored.
+    pub async fn contains(&self, id: [u8; 32]) -> Result<bool, StoreError> {
+        let backend = self.backend.clone();
+        blocking(move || backend.contains(&id)).await
+    }
+
+    /// The seqs of every stored job request, ascending.
+    pub async fn job_request_seqs(&self) -> Result<Vec<u64>, StoreError> {
+        let backend = self.backend.clone();
+        blocking(move || backend.job_request_seqs()).await
     }
 
     /// Deletes events whose `expires_at` is ≤ `now`; returns how many.

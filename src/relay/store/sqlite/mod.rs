@@ -3,6 +3,7 @@
 
 mod backup;
 mod checkpoint;
+mod jobs;
 mod query;
 mod schema;
 mod writer;
@@ -15,11 +16,13 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Accepted, BackupProgress, BackupReport, BatchStats, CommitHook, CommitReply, Committed, EventStore, MirrorBatch,
-    PendingCommit, PendingMirror, Prune, StoreError, StoredRow, UpstreamCursor, Window,
+    Accepted, BackupProgress, BackupReport, BatchStats, CommitHook, CommitReply, Committed, EventStore, JobRow,
+    JobWrite, JobsSnapshot, MirrorBatch, PendingCommit, PendingMirror, Prune, StoreError, StoredRow, UpstreamCursor,
+    Window,
 };
 
 pub use backup::backup_file;
+pub use jobs::{report as jobs_report, DeadJob, GroupReport};
 
 /// Events the writer takes per transaction at most.
 pub const MAX_BATCH: usize = 1024;
@@ -45,6 +48,11 @@ enum WriteRequest {
     Insert {
         accepted: Arc<Accepted>,
         reply: CommitReply,
+        done: Option<JobRow>,
+    },
+    Jobs {
+        writes: Vec<JobWrite>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
     },
     Prune {
         rule: Prune,
@@ -115,7 +123,10 @@ impl EventStore for SqliteStore {
     fn submit(&self, accepted: Arc<Accepted>) -> BoxFuture<'_, Result<PendingCommit, StoreError>> {
         Box::pin(async move {
             let (reply, pending) = PendingCommit::channel();
-            self.writes.send(WriteRequest::Insert { accepted, reply }).await.map_err(|_| StoreError::Closed)?;
+            self.writes
+                .send(WriteRequest::Insert { accepted, reply, done: None })
+                .await
+                .map_err(|_| StoreError::Closed)?;
             Ok(pending)
         })
     }
@@ -141,6 +152,39 @@ impl EventStore for SqliteStore {
 
     fn upstream_cursor(&self, upstream: &str) -> Result<u64, StoreError> {
         self.read(|connection| query::upstream_cursor(connection, upstream))
+    }
+
+    fn submit_completing(
+        &self,
+        accepted: Arc<Accepted>,
+        done: JobRow,
+    ) -> BoxFuture<'_, Result<PendingCommit, StoreError>> {
+        Box::pin(async move {
+            let (reply, pending) = PendingCommit::channel();
+            let request = WriteRequest::Insert { accepted, reply, done: Some(done) };
+            self.writes.send(request).await.map_err(|_| StoreError::Closed)?;
+            Ok(pending)
+        })
+    }
+
+    fn write_jobs(&self, writes: Vec<JobWrite>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let (reply, receiver) = oneshot::channel();
+            self.writes.send(WriteRequest::Jobs { writes, reply }).await.map_err(|_| StoreError::Closed)?;
+            receiver.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn load_jobs(&self, now: u64) -> Result<JobsSnapshot, StoreError> {
+        self.read(|connection| jobs::load(connection, now))
+    }
+
+    fn contains(&self, id: &[u8; 32]) -> Result<bool, StoreError> {
+        self.read(|connection| jobs::contains(connection, id))
+    }
+
+    fn job_request_seqs(&self) -> Result<Vec<u64>, StoreError> {
+        self.read(jobs::request_seqs)
     }
 
     fn prune_batch(&self, rule: Prune, limit: usize) -> BoxFuture<'_, Result<usize, StoreError>> {

@@ -37,6 +37,22 @@ const MIGRATIONS: &[&str] = &[
         last_seq INTEGER NOT NULL
     ) STRICT;
     ",
+    // 2 → 3: job queues (spec §14): groups and each job's state per group.
+    "
+    CREATE TABLE job_groups (
+        name      TEXT    PRIMARY KEY,
+        start_seq INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE job_state (
+        grp         TEXT    NOT NULL,
+        job_seq     INTEGER NOT NULL,
+        attempts    INTEGER NOT NULL,
+        done        INTEGER NOT NULL,
+        dead        INTEGER NOT NULL,
+        not_before  INTEGER NOT NULL,
+        PRIMARY KEY (grp, job_seq)
+    ) STRICT;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Accepted, BatchStats, CommitHook, Committed, Prune, StoreError, UpstreamCursor, WriteRequest, MAX_BATCH};
+use super::{
+    Accepted, BatchStats, CommitHook, Committed, JobRow, Prune, StoreError, UpstreamCursor, WriteRequest, MAX_BATCH,
+};
 use crate::protocol::visibility::admin_kinds;
 
 /// Starts the writer thread.
@@ -28,18 +30,25 @@ type Reply = oneshot::Sender<Result<u64, StoreError>>;
 /// the transaction holding it committed.
 type Cursors = Vec<(UpstreamCursor, oneshot::Sender<Result<(), StoreError>>)>;
 
+/// An event to insert, its answer, and the job it completes (if any).
+type Insert = (Arc<Accepted>, Reply, Option<JobRow>);
+
 fn run(mut connection: Connection, mut receiver: mpsc::Receiver<WriteRequest>, mut hook: Box<dyn CommitHook>) {
-    let mut inserts: Vec<(Arc<Accepted>, Reply)> = Vec::with_capacity(MAX_BATCH);
+    let mut inserts: Vec<Insert> = Vec::with_capacity(MAX_BATCH);
     let mut cursors: Cursors = Vec::new();
     while let Some(request) = receiver.blocking_recv() {
         let mut next = Some(request);
         while let Some(request) = next.take() {
             match request {
-                WriteRequest::Insert { accepted, reply } => inserts.push((accepted, reply)),
+                WriteRequest::Insert { accepted, reply, done } => inserts.push((accepted, reply, done)),
                 WriteRequest::Mirror { events, cursor, reply } => {
                     // One unit: the events and their cursor land in the same transaction.
-                    inserts.extend(events);
+                    inserts.extend(events.into_iter().map(|(accepted, reply)| (accepted, reply, None)));
                     cursors.push((cursor, reply));
+                }
+                WriteRequest::Jobs { writes, reply } => {
+                    commit_batch(&mut connection, &mut inserts, &mut cursors, hook.as_mut());
+                    let _ = reply.send(super::jobs::write(&mut connection, &writes));
                 }
                 WriteRequest::Prune { rule, limit, reply } => {
                     // Commit what is gathered first so order is kept.
@@ -58,7 +67,7 @@ fn run(mut connection: Connection, mut receiver: mpsc::Receiver<WriteRequest>, m
 /// Inserts, commits, runs the hook, then answers every request of the batch.
 fn commit_batch(
     connection: &mut Connection,
-    inserts: &mut Vec<(Arc<Accepted>, Reply)>,
+    inserts: &mut Vec<Insert>,
     cursors: &mut Cursors,
     hook: &mut dyn CommitHook,
 ) {
@@ -72,10 +81,12 @@ fn commit_batch(
             let committed: Vec<Committed> = inserts
                 .iter()
                 .zip(&outcomes)
-                .filter_map(|((accepted, _), outcome)| outcome.map(|seq| Committed { seq, accepted: accepted.clone() }))
+                .filter_map(|((accepted, _, _), outcome)| {
+                    outcome.map(|seq| Committed { seq, accepted: accepted.clone() })
+                })
                 .collect();
             hook.committed(&committed, stats);
-            for ((_, reply), outcome) in inserts.drain(..).zip(outcomes) {
+            for ((_, reply, _), outcome) in inserts.drain(..).zip(outcomes) {
                 let _ = reply.send(outcome.ok_or(StoreError::Duplicate));
             }
             for (_, reply) in cursors.drain(..) {
@@ -85,7 +96,7 @@ fn commit_batch(
         Err(error) => {
             tracing::error!(%error, class = error.class(), events = inserts.len(), "write batch failed; nothing of it was stored");
             hook.failed(&error);
-            for (_, reply) in inserts.drain(..) {
+            for (_, reply, _) in inserts.drain(..) {
                 let _ = reply.send(Err(error.clone()));
             }
             for (_, reply) in cursors.drain(..) {
@@ -98,7 +109,7 @@ fn commit_batch(
 /// One transaction for the batch (events, then mirror cursors); `None` marks a duplicate id.
 fn insert_all(
     connection: &mut Connection,
-    inserts: &[(Arc<Accepted>, Reply)],
+    inserts: &[Insert],
     cursors: &Cursors,
 ) -> Result<Vec<Option<u64>>, StoreError> {
     let transaction = connection.transaction()?;
@@ -110,7 +121,7 @@ fn insert_all(
         )?;
         let mut insert_tag = transaction
             .prepare_cached("INSERT INTO tags (name, value, kind, created_at, seq) VALUES (?1, ?2, ?3, ?4, ?5)")?;
-        for (accepted, _) in inserts {
+        for (accepted, _, done) in inserts {
             let event = &accepted.event;
             // Admission bounds created_at (future skew), so this never saturates in practice.
             let created_at = event.created_at.min(i64::MAX as u64) as i64;
@@ -126,6 +137,9 @@ fn insert_all(
                     if let Some(value) = tag.first_value() {
                         insert_tag.execute(params![tag.name, value, event.kind, created_at, seq])?;
                     }
+                }
+                if let Some(done) = done {
+                    super::jobs::write_state(&transaction, done)?;
                 }
             }
             outcomes.push(seq.map(|seq| seq as u64));

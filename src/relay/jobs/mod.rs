@@ -1,0 +1,452 @@
+//! Job queues (spec §14): queue subscriptions, offers under a lease, ACK / NACK /
+//! EXTEND, completion by PUBLISH with `ack`, lease expiry and re-offer.
+//!
+//! [`queue`] is the state machine; this module is the glue: one lock around it, the
+//! commits it asks for (made before any answer or offer that reports them), and the
+//! dispatcher task that sends offers and wakes on commits, lapses and delays.
+
+pub mod queue;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::BoxFuture;
+use tokio::sync::{watch, Notify};
+
+use super::compact::CompactFilter;
+use super::connections::ConnId;
+use super::fanout::overflow_frame;
+use super::metrics::Metrics;
+use super::outbound::{OutFrame, Outbound};
+use super::reply::{error_frame, ok_frame, store_error};
+use super::store::{Accepted, Committed, JobWrite, Store, StoreError};
+use crate::protocol::frame::{encode_offer_frame, Extend, JobRef, Nack, OkLease, QueueSubscribe};
+use crate::protocol::kind::{is_job_request, JOB_REQUESTS};
+use crate::protocol::tags::expires_at;
+use crate::protocol::{ErrorCode, Event, Frame, ProtocolError};
+use queue::{Completion, Engine, Job, MemberId, MemberSpec, Refusal};
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as u64).unwrap_or(0)
+}
+
+/// Where a member's offers go.
+#[derive(Clone)]
+pub struct Handle {
+    conn: ConnId,
+    sub_id: Arc<str>,
+    outbound: Arc<Outbound>,
+}
+
+struct Inner {
+    engine: Engine<Handle>,
+    members: HashMap<(ConnId, Arc<str>), MemberId>,
+}
+
+/// The relay's job queues.
+pub struct Jobs {
+    inner: Mutex<Inner>,
+    wake: Notify,
+}
+
+/// The ERROR 412 `lease-lost:` (or 410) for a refused job frame.
+fn refusal_error(refusal: Refusal) -> ProtocolError {
+    match refusal {
+        Refusal::LeaseLost => {
+            ProtocolError::new(ErrorCode::LeaseLost, "this subscription does not hold the job's current lease")
+        }
+        Refusal::Expired => ProtocolError::new(ErrorCode::Expired, "the job request has expired; the lease ended"),
+    }
+}
+
+/// ERROR naming `id` and `sub_id`.
+fn job_error_frame(error: &ProtocolError, id: [u8; 32], sub_id: &str) -> OutFrame {
+    let mut message = crate::protocol::frame::ErrorMessage::from_error(error, Some(id));
+    message.sub_id = Some(sub_id.to_owned());
+    OutFrame::Binary(Frame::Error(message).encode())
+}
+
+/// Every filter of a queue subscription must limit `kinds` to 5000–5999 (else 400).
+pub fn check_queue_filters(queue: &QueueSubscribe) -> Result<(), ProtocolError> {
+    let limited = queue
+        .subscribe
+        .filters
+        .iter()
+        .all(|filter| filter.kinds.as_ref().is_some_and(|kinds| kinds.iter().all(|kind| is_job_request(*kind))));
+    if !limited {
+        return Err(ProtocolError::invalid(format!(
+            "every filter of a queue subscription must limit kinds to {}-{}",
+            JOB_REQUESTS.start(),
+            JOB_REQUESTS.end()
+        )));
+    }
+    Ok(())
+}
+
+/// Decodes a stored job request.
+fn job_of(seq: u64, raw: bytes::Bytes, event: Event) -> Job {
+    let expires_at = expires_at(&event).ok().flatten();
+    Job { seq, event, raw, expires_at }
+}
+
+impl Jobs {
+    /// No groups yet; jobs die after `max_attempts` offers.
+    pub fn new(max_attempts: u64) -> Jobs {
+        Jobs {
+            inner: Mutex::new(Inner { engine: Engine::new(max_attempts), members: HashMap::new() }),
+            wake: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        crate::sync::lock(&self.inner)
+    }
+
+    /// Loads groups, job states and pending job requests (startup), committing the jobs
+    /// a restart cut short on their last attempt as dead.
+    pub async fn load(&self, store: &Store) -> Result<(), StoreError> {
+        let snapshot = store.load_jobs(crate::clock::unix_now())?;
+        let now = now_ms();
+        let mut writes = Vec::new();
+        {
+            let mut inner = self.lock();
+            for row in snapshot.requests {
+                match Event::decode(&row.raw) {
+                    Ok(event) => inner.engine.add_job(job_of(row.seq, row.raw, event), now),
+                    Err(error) => tracing::error!(seq = row.seq, %error, "stored job request does not decode"),
+                }
+            }
+            let mut by_group: HashMap<String, Vec<_>> = HashMap::new();
+            for state in snapshot.states {
+                by_group.entry(state.group.clone()).or_default().push(state);
+            }
+            for (name, start) in snapshot.groups {
+                let rows = by_group.remove(&name).unwrap_or_default();
+                writes.extend(inner.engine.restore_group(&name, start, rows, now));
+            }
+        }
+        store.write_jobs(writes).await
+    }
+
+    /// Commit hook: new job requests enter the queues and waiting members are woken.
+    pub fn committed(&self, events: &[Committed]) {
+        let mut added = false;
+        let now = now_ms();
+        {
+            let mut inner = self.lock();
+            for committed in events.iter().filter(|committed| is_job_request(committed.accepted.event.kind)) {
+                let accepted: &Accepted = &committed.accepted;
+                let job = Job {
+                    seq: committed.seq,
+                    event: accepted.event.clone(),
+                    raw: accepted.raw.clone(),
+                    expires_at: accepted.expires_at,
+                };
+                inner.engine.add_job(job, now);
+                added = true;
+            }
+        }
+        if added {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Queue SUBSCRIBE (bounds already checked): joins the group (creating it, committed,
+    /// if new); a subscription with the same `sub_id` is replaced.
+    pub async fn subscribe(
+        &self,
+        store: &Store,
+        conn: ConnId,
+        queue: QueueSubscribe,
+        outbound: Arc<Outbound>,
+    ) -> Result<(), ProtocolError> {
+        check_queue_filters(&queue)?;
+        let sub_id: Arc<str> = Arc::from(queue.subscribe.sub_id.as_str());
+        let now = now_ms();
+        let writes = {
+            let mut inner = self.lock();
+            let mut writes = match inner.members.remove(&(conn, sub_id.clone())) {
+                Some(old) => inner.engine.leave(old, now),
+                None => Vec::new(),
+            };
+            let spec = MemberSpec {
+                handle: Handle { conn, sub_id: sub_id.clone(), outbound },
+                filters: queue.subscribe.filters.iter().map(CompactFilter::new).collect(),
+                lease_ms: queue.lease_secs.saturating_mul(1000),
+                max_in_flight: queue.max_in_flight as usize,
+            };
+            let start = queue.subscribe.after_seq.unwrap_or(0);
+            let (member, joined) = inner.engine.join(&queue.group, start, spec, now);
+            inner.members.insert((conn, sub_id), member);
+            writes.extend(joined);
+            writes
+        };
+        let written = store.write_jobs(writes).await;
+        self.wake.notify_one();
+        written.map_err(|error| store_error(&error))
+    }
+
+    /// True if `sub_id` is a queue subscription of `conn`.
+    pub fn is_queue(&self, conn: ConnId, sub_id: &str) -> bool {
+        self.lock().members.contains_key(&(conn, Arc::from(sub_id)))
+    }
+
+    /// Ends one queue subscription (unknown ids are a no-op); its leases end.
+    pub fn unsubscribe(&self, store: &Store, conn: ConnId, sub_id: &str) {
+        let now = now_ms();
+        let writes = {
+            let mut inner = self.lock();
+            match inner.members.remove(&(conn, Arc::from(sub_id))) {
+                Some(member) => inner.engine.leave(member, now),
+                None => return,
+            }
+        };
+        self.persist_later(store, writes);
+        self.wake.notify_one();
+    }
+
+    /// Ends every queue subscription of a closed connection.
+    pub fn remove_connection(&self, store: &Store, conn: ConnId) {
+        let now = now_ms();
+        let writes = {
+            let mut inner = self.lock();
+            let ended: Vec<(ConnId, Arc<str>)> =
+                inner.members.keys().filter(|(owner, _)| *owner == conn).cloned().collect();
+            let mut writes = Vec::new();
+            for key in ended {
+                if let Some(member) = inner.members.remove(&key) {
+                    writes.extend(inner.engine.leave(member, now));
+                }
+            }
+            writes
+        };
+        self.persist_later(store, writes);
+        self.wake.notify_one();
+    }
+
+    fn persist_later(&self, store: &Store, writes: Vec<JobWrite>) {
+        if writes.is_empty() {
+            return;
+        }
+        let store = store.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = store.write_jobs(writes).await {
+                    tracing::error!(%error, "committing job states failed");
+                }
+            });
+        }
+    }
+
+    fn member(&self, conn: ConnId, sub_id: &str) -> Option<MemberId> {
+        self.lock().members.get(&(conn, Arc::from(sub_id))).copied()
+    }
+
+    /// Checks the lease for a completion and reserves it (ACK, PUBLISH with `ack`).
+    pub fn reserve(&self, conn: ConnId, job: &JobRef) -> Result<Completion, ProtocolError> {
+        let member = self.member(conn, &job.sub_id).ok_or_else(|| refusal_error(Refusal::LeaseLost))?;
+        let result = self.lock().engine.complete(member, &job.job, now_ms());
+        result.map_err(refusal_error)
+    }
+
+    /// After a reserved completion's commit: done, or the lease goes on.
+    pub fn finish(&self, store: &Store, completion: &Completion, committed: bool) {
+        let writes = self.lock().engine.finish(completion, committed, now_ms());
+        self.persist_later(store, writes);
+        self.wake.notify_one();
+    }
+
+    /// ACK: commits the job done, then OK `{id: job}`.
+    pub async fn ack(self: &Arc<Self>, store: &Store, conn: ConnId, job: JobRef) -> OutFrame {
+        let completion = match self.reserve(conn, &job) {
+            Ok(completion) => completion,
+            Err(error) => return job_error_frame(&error, job.job, &job.sub_id),
+        };
+        let (jobs, store) = (self.clone(), store.clone());
+        // A task of its own: the commit and its bookkeeping finish even if the
+        // connection goes away meanwhile.
+        let task = tokio::spawn(async move {
+            let written = store.write_jobs(vec![JobWrite::State(completion.row.clone())]).await;
+            jobs.finish(&store, &completion, written.is_ok());
+            written
+        });
+        match task.await {
+            Ok(Ok(())) => ok_frame(job.job, None),
+            Ok(Err(error)) => error_frame(&store_error(&error), Some(job.job)),
+            Err(_) => error_frame(&store_error(&StoreError::Closed), Some(job.job)),
+        }
+    }
+
+    /// PUBLISH with `ack` (after §8's checks before storage): duplicate (409) → lease
+    /// (412) → job expiry (410) → store the event and complete the job in one
+    /// transaction. Runs as a task of its own; resolves to the reply.
+    pub fn publish_completing(
+        self: &Arc<Self>,
+        store: &Store,
+        metrics: Arc<Metrics>,
+        conn: ConnId,
+        accepted: Arc<Accepted>,
+        ack: JobRef,
+    ) -> BoxFuture<'static, OutFrame> {
+        let (jobs, store) = (self.clone(), store.clone());
+        let id = accepted.event.id;
+        let task = tokio::spawn(async move {
+            let answer = jobs.store_completing(&store, conn, accepted, &ack).await;
+            match answer {
+                Ok(seq) => {
+                    metrics.events_accepted.inc();
+                    ok_frame(id, Some(seq))
+                }
+                Err(error) => {
+                    metrics.rejected(error.code);
+                    if error.code == ErrorCode::LeaseLost || error.code == ErrorCode::Expired {
+                        job_error_frame(&error, id, &ack.sub_id)
+                    } else {
+                        error_frame(&error, Some(id))
+                    }
+                }
+            }
+        });
+        Box::pin(async move { task.await.unwrap_or_else(|_| error_frame(&store_error(&StoreError::Closed), Some(id))) })
+    }
+
+    async fn store_completing(
+        &self,
+        store: &Store,
+        conn: ConnId,
+        accepted: Arc<Accepted>,
+        ack: &JobRef,
+    ) -> Result<u64, ProtocolError> {
+        if store.contains(accepted.event.id).await.map_err(|error| store_error(&error))? {
+            return Err(store_error(&StoreError::Duplicate));
+        }
+        let completion = self.reserve(conn, ack)?;
+        let pending = store.submit_completing(accepted, completion.row.clone()).await;
+        let answer = match pending {
+            Ok(pending) => pending.await,
+            Err(error) => Err(error),
+        };
+        self.finish(store, &completion, answer.is_ok());
+        answer.map_err(|error| store_error(&error))
+    }
+
+    /// NACK: the lease ends (committed), the job is offered again after the delay.
+    pub async fn nack(&self, store: &Store, conn: ConnId, nack: Nack) -> OutFrame {
+        let Nack { job, delay_secs } = nack;
+        let delay_ms = delay_secs.unwrap_or(0).saturating_mul(1000);
+        let outcome = match self.member(conn, &job.sub_id) {
+            None => Err(Refusal::LeaseLost),
+            Some(member) => self.lock().engine.nack(member, &job.job, delay_ms, now_ms()),
+        };
+        let writes = match outcome {
+            Ok(writes) => writes,
+            Err(refusal) => return job_error_frame(&refusal_error(refusal), job.job, &job.sub_id),
+        };
+        let written = store.write_jobs(writes).await;
+        self.wake.notify_one();
+        match written {
+            Ok(()) => ok_frame(job.job, None),
+            Err(error) => error_frame(&store_error(&error), Some(job.job)),
+        }
+    }
+
+    /// EXTEND: renews the lease; OK `{id: job, until_ms}`.
+    pub fn extend(&self, conn: ConnId, extend: Extend) -> OutFrame {
+        let Extend { job, lease_secs } = extend;
+        let lease_ms = lease_secs.map(|secs| secs.saturating_mul(1000));
+        let outcome = match self.member(conn, &job.sub_id) {
+            None => Err(Refusal::LeaseLost),
+            Some(member) => self.lock().engine.extend(member, &job.job, lease_ms, now_ms()),
+        };
+        self.wake.notify_one();
+        match outcome {
+            Ok(until_ms) => OutFrame::Binary(Frame::OkLease(OkLease { id: job.job, until_ms }).encode()),
+            Err(refusal) => job_error_frame(&refusal_error(refusal), job.job, &job.sub_id),
+        }
+    }
+
+    /// After retention deleted events: forgets the job requests no longer stored.
+    pub async fn forget_deleted(&self, store: &Store) -> Result<(), StoreError> {
+        let stored: std::collections::HashSet<u64> = store.job_request_seqs().await?.into_iter().collect();
+        self.lock().engine.retain_jobs(|seq| stored.contains(&seq));
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Sets the per-group gauges (at scrape time).
+    pub fn export(&self, metrics: &Metrics) {
+        for (group, counts) in self.lock().engine.counts() {
+            metrics.job_counts(&group, &counts);
+        }
+    }
+
+    /// Per-group counts (operator view).
+    pub fn counts(&self) -> Vec<(String, queue::GroupCounts)> {
+        self.lock().engine.counts()
+    }
+
+    /// One round: lapse leases, wake delayed jobs, make every offer possible, commit the
+    /// attempts, then send the offers. Returns when to run again at the latest.
+    async fn dispatch(self: &Arc<Self>, store: &Store) -> Option<u64> {
+        let now = now_ms();
+        let (offers, mut writes) = {
+            let mut inner = self.lock();
+            let lapsed = inner.engine.tick(now);
+            let (offers, writes) = inner.engine.offers(now);
+            (offers, [lapsed, writes].concat())
+        };
+        let committed = store.write_jobs(std::mem::take(&mut writes)).await;
+        let mut overflowed = Vec::new();
+        {
+            let mut inner = self.lock();
+            for offer in offers {
+                let member = offer.member;
+                let seq = offer.job.seq;
+                if committed.is_err() || !inner.engine.is_member(member) {
+                    inner.engine.withdraw(member, seq, now);
+                    continue;
+                }
+                let frame = encode_offer_frame(&offer.handle.sub_id, seq, &offer.job.raw, offer.lease);
+                if offer.handle.outbound.try_push(OutFrame::Binary(frame)).is_err() {
+                    inner.engine.withdraw(member, seq, now);
+                    overflowed.push(offer.handle);
+                }
+            }
+            for handle in overflowed {
+                if let Some(member) = inner.members.remove(&(handle.conn, handle.sub_id.clone())) {
+                    writes.extend(inner.engine.leave(member, now));
+                    handle.outbound.push_always(overflow_frame(&handle.sub_id, 0));
+                }
+            }
+        }
+        if let Err(error) = &committed {
+            tracing::error!(%error, "committing job offers failed; offers withdrawn");
+        }
+        self.persist_later(store, writes);
+        let deadline = self.lock().engine.next_deadline();
+        if committed.is_err() {
+            return Some(now + 1000);
+        }
+        deadline
+    }
+
+    /// The dispatcher: runs a round whenever woken (commit, member change, ACK/NACK) or
+    /// when a lease lapses or a delay ends, until shutdown.
+    pub async fn run(self: Arc<Self>, store: Store, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let deadline = self.dispatch(&store).await;
+            let wait =
+                deadline.map_or(Duration::from_secs(3600), |at| Duration::from_millis(at.saturating_sub(now_ms())));
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+}
