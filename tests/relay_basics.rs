@@ -56,3 +56,15 @@ async fn health_and_info() {
     assert!(body.starts_with('{'));
     assert_eq!(http_get(&relay, "/nope", None).await.0, 404);
 }
+
+#[tokio::test]
+async fn a_wss_url_fails_with_an_error_not_a_panic() {
+    // A plain TCP peer that hangs up during the TLS handshake. Before rustls had a crypto
+    // provider, building the TLS client panicked inside `Client::connect`.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move { drop(listener.accept().await) });
+    let url = format!("wss://localhost:{port}/");
+    let outcome = tokio::spawn(async move { axon_relay::client::Client::connect(&url, &url, &alice()).await.is_err() });
+    assert!(outcome.await.expect("no panic"), "connecting to a non-TLS peer over wss is an error");
+}

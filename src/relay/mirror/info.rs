@@ -94,14 +94,22 @@ pub async fn fetch_relay_url(url: &str) -> Result<String, InfoError> {
 }
 
 async fn get(target: &Target) -> Result<Vec<u8>, InfoError> {
-    if target.tls {
-        // The crate's rustls is built without a crypto provider; see docs/protocol.md.
-        return Err(InfoError::Fetch("https (wss://) upstreams are not supported by this build".into()));
+    let fetch = |error: std::io::Error| InfoError::Fetch(error.to_string());
+    let stream = TcpStream::connect((target.host.as_str(), target.port)).await.map_err(fetch)?;
+    if !target.tls {
+        return exchange(stream, target).await;
     }
-    let stream = TcpStream::connect((target.host.as_str(), target.port))
-        .await
-        .map_err(|error| InfoError::Fetch(error.to_string()))?;
+    let name = rustls::pki_types::ServerName::try_from(target.host.clone())
+        .map_err(|_| InfoError::Url(format!("{} is not a TLS server name", target.host)))?;
+    let stream = tls_connector().connect(name, stream).await.map_err(fetch)?;
     exchange(stream, target).await
+}
+
+/// A TLS client that trusts the Mozilla roots (webpki-roots), as the WebSocket client does.
+fn tls_connector() -> tokio_rustls::TlsConnector {
+    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
 }
 
 /// Sends the GET and returns the body of a 200 answer. HTTP/1.0, so the answer is never
@@ -130,6 +138,17 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, target: &Tar
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_https_fetch_reaches_the_tls_handshake() {
+        // A plain TCP peer that hangs up: the fetch must fail with an error (before the
+        // crypto provider was enabled, building the TLS client panicked).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move { drop(listener.accept().await) });
+        let target = target(&format!("wss://localhost:{port}/")).expect("valid");
+        assert!(matches!(get(&target).await, Err(InfoError::Fetch(_))));
+    }
 
     #[test]
     fn urls_map_to_http_targets() {
