@@ -5,7 +5,7 @@
 //! [`Report`]: figures, a one-line summary and detail lines. [`repeat`] runs a scenario
 //! several times and prints each run and the median of every figure.
 //!
-//! Scenarios: [`ingest`], [`fanout`], [`query`], [`connections`], [`slow`], [`ceiling`]. With the
+//! Scenarios: [`ingest`], [`fanout`], [`query`], [`connections`], [`slow`], [`jobs`], [`ceiling`]. With the
 //! `nostr-bench` feature, [`nostr`] runs ingest, fan-out and query against a NIP-01 relay
 //! with the same shapes, for a side-by-side comparison.
 
@@ -14,6 +14,7 @@ pub mod connections;
 pub mod fanout;
 pub mod gen;
 pub mod ingest;
+pub mod jobs;
 pub mod lean;
 #[cfg(feature = "nostr-bench")]
 pub mod nostr;

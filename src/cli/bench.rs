@@ -12,6 +12,7 @@ use crate::bench::connections::ConnectionsParams;
 use crate::bench::fanout::FanoutParams;
 use crate::bench::ingest::IngestParams;
 use crate::bench::query::QueryParams;
+use crate::bench::jobs::JobsParams;
 use crate::bench::slow::SlowParams;
 use crate::bench::spawn::SpawnConfig;
 use crate::bench::{repeat, RunReports, Target};
@@ -122,6 +123,26 @@ enum Scenario {
         /// Distinct keys the connections authenticate with (spawned relay).
         #[arg(long, default_value_t = 16)]
         keys: usize,
+    },
+    /// Job queues (spec §14): J jobs completed by W workers in one group, each holding M
+    /// leases; jobs completed per second and the offer latency.
+    ///
+    /// Example: axon bench jobs --spawn --jobs 10000 --workers 100 --in-flight 4 --prefill
+    Jobs {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Job requests published.
+        #[arg(long, default_value_t = 5000)]
+        jobs: usize,
+        /// Workers (one connection each).
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// Leases each worker holds at once (max_in_flight, 1..=256).
+        #[arg(long, default_value_t = 8)]
+        in_flight: u64,
+        /// Publish every job before the workers join (a pending backlog).
+        #[arg(long)]
+        prefill: bool,
     },
     /// S subscribers that never read while E large events are published: the relay's
     /// memory at rest, while they are connected, and after they left (issue 9).
@@ -352,6 +373,11 @@ async fn scenario(scenario: Scenario) -> CliResult<()> {
             let params = ConnectionsParams { count, parallel, keys };
             repeat(target.runs, async |_| Ok(vec![("axon", crate::bench::connections::run(&axon, &params).await?)]))
                 .await
+        }
+        Scenario::Jobs { target, jobs, workers, in_flight, prefill } => {
+            let axon = target.target(None)?;
+            let params = JobsParams { jobs, workers: workers.max(1), in_flight: in_flight.clamp(1, 256), prefill };
+            repeat(target.runs, async |_| Ok(vec![("axon", crate::bench::jobs::run(&axon, &params).await?)])).await
         }
         Scenario::SlowSubscribers { target, subscribers, events, content_bytes, settle_secs } => {
             let axon = target.target(None)?;
