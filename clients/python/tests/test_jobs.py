@@ -243,3 +243,21 @@ def test_local_validation() -> None:
     queue = relay.jobs("g", [5000, 5001], filters=[{"tags": {"topic": ["a"]}}])
     assert queue.filters == [{"kinds": [5000, 5001], "tags": [{"name": "topic", "values": ["a"]}]}]
     assert axon.error_for_code(412, "lease-lost: x").__class__ is axon.LeaseLostError
+
+
+async def test_async_with_job_nacks_on_error_and_acks_on_exit(relay: RelayProcess, user_key: axon.Key) -> None:
+    async with axon.connect(relay.url, user_key) as conn:
+        async with conn.jobs("g", 5000, lease_secs=1) as queue:
+            job_id = (await conn.publish(5000, b"x")).id
+            job = await queue.next(timeout=10)
+            with pytest.raises(RuntimeError):
+                async with job:
+                    raise RuntimeError("boom")
+            assert job.settled  # NACKed with a delay of 1 s (attempt 1)
+            again = await queue.next(timeout=10)
+            assert again.id == job_id and again.attempt == 2
+            async with again:
+                await asyncio.sleep(1.5)  # longer than the lease: extended in the background
+            assert again.settled  # ACKed on a clean exit
+            with pytest.raises(asyncio.TimeoutError):
+                await queue.next(timeout=1.2)
