@@ -177,6 +177,15 @@ class Job:
         tag_list = [("e", self.id_hex)] + [t for t in normalize_tags(tags) if tuple(t) != ("e", self.id_hex)]
         event = self.relay.sign(kind, result, tag_list, expires_in=expires_in)
         ack = {"sub_id": self.sub_id, "job": self.id}
+        if self._conn is not self.relay._conn or self._conn.closed.is_set():
+            self.lease_lost = True
+            raise LeaseLostError(
+                "lease-lost: the connection that held the lease is gone (leases do not survive a disconnect)",
+                code=412,
+                event_id=event.id,
+                sub_id=self.sub_id,
+                local=True,
+            )
         try:
             answer = await self.relay._publish_event(event, ack=ack)
         except LeaseLostError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from typing import Awaitable, Callable, Dict, List, Set
+from typing import Awaitable, Callable, Dict, List
 
 import pytest
 
@@ -111,6 +111,9 @@ async def test_queue_resubscribes_after_reconnect(relay: RelayProcess, user_key:
             await worker._conn.ws.close()
             with pytest.raises(axon.LeaseLostError):
                 await job.ack()
+            with pytest.raises(axon.LeaseLostError) as caught:
+                await job.complete(b"after the drop")
+            assert caught.value.local and job.lease_lost
             again = await queue.next(timeout=10)  # the same job, offered to the new subscription
             assert again.id == first and again.attempt == 2 and queue.reconnects == 1
             await again.ack()
