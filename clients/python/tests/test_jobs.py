@@ -264,3 +264,17 @@ async def test_async_with_job_nacks_on_error_and_acks_on_exit(relay: RelayProces
             assert again.settled  # ACKed on a clean exit
             with pytest.raises(asyncio.TimeoutError):
                 await queue.next(timeout=1.2)
+
+
+async def test_queue_survives_a_relay_restart(relay: RelayProcess, user_key: axon.Key) -> None:
+    async with axon.connect(relay.url, user_key, reconnect_delay=(0.05, 0.5)) as conn:
+        async with conn.jobs("g", 5000) as queue:
+            job_id = (await conn.publish(5000, b"x")).id
+            job = await queue.next(timeout=10)
+            relay.restart()  # leases are memory only: the job is offered again after the restart
+            again = await queue.next(timeout=15)
+            assert again.id == job_id and again.attempt == 2 and queue.reconnects >= 1
+            with pytest.raises(axon.LeaseLostError):
+                await job.complete(b"old lease")
+            await again.complete(b"new lease")
+            assert [e.content for e in (await results_for(conn))[job_id.hex()]] == [b"new lease"]
