@@ -30,6 +30,7 @@ from .errors import (
     ExpiredError,
     ForbiddenError,
     InvalidError,
+    LeaseLostError,
     RateLimitedError,
     StorageError,
     TooLargeError,
@@ -37,6 +38,7 @@ from .errors import (
     error_for_code,
 )
 from .event import Event, Limits, Tag, canonical_payload, canonical_tags, tags_hash, verify_signature
+from .jobs import Job, JobQueue
 from .keys import Key, from_hex, to_hex
 
 __version__ = "0.1.0"
@@ -54,7 +56,10 @@ __all__ = [
     "Filter",
     "ForbiddenError",
     "InvalidError",
+    "Job",
+    "JobQueue",
     "Key",
+    "LeaseLostError",
     "Limits",
     "PublishResult",
     "RateLimitedError",

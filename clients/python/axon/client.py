@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import (
+    TYPE_CHECKING,
     Any,
     AsyncIterator,
     Deque,
@@ -25,6 +26,7 @@ from typing import (
     List,
     Mapping,
     Optional,
+    Protocol,
     Sequence,
     Set,
     Tuple,
@@ -45,6 +47,7 @@ from .errors import (
     DuplicateError,
     ForbiddenError,
     InvalidError,
+    LeaseLostError,
     RateLimitedError,
     TooLargeError,
     UnavailableError,
@@ -52,6 +55,9 @@ from .errors import (
 )
 from .event import DEFAULT_LIMITS, Event, Limits, TagsInput, _pairs, _Pairs, normalize_tags
 from .keys import Key, parse_pubkey
+
+if TYPE_CHECKING:
+    from .jobs import Handler, JobQueue
 
 __all__ = [
     "connect",
@@ -69,6 +75,7 @@ log = logging.getLogger("axon")
 
 # Frame types (spec §6).
 AUTH, SUBSCRIBE, UNSUBSCRIBE, PUBLISH = 1, 2, 3, 4
+ACK, NACK, EXTEND = 5, 6, 7  # job queues (spec §14)
 CHALLENGE, EVENT, EOSE, OK, ERROR = 10, 11, 12, 13, 14
 
 KIND_ALLOW, KIND_REVOKE = 9000, 9001
@@ -332,6 +339,21 @@ def _seconds(value: Union[int, float, timedelta]) -> float:
 # -- the connection -----------------------------------------------------------------
 
 
+class _Stream(Protocol):
+    """What the reader needs from a subscription (plain or job queue)."""
+
+    def _on_event(self, payload: Dict[str, Any]) -> None: ...
+
+    def _on_eose(self) -> None: ...
+
+    def _on_error(self, error: AxonError) -> None: ...
+
+    def _on_disconnect(self, conn: "_Connection", error: AxonError) -> None: ...
+
+    def _finish(self, error: AxonError) -> None: ...
+
+
+
 class _Connection:
     """One authenticated WebSocket and its reader task."""
 
@@ -405,7 +427,9 @@ class Relay:
         self._connect_lock = asyncio.Lock()
         self._lookups = asyncio.Semaphore(4)  # concurrent seq look-ups after 409 (subscriptions are bounded)
         self._pending: Dict[bytes, Deque["asyncio.Future[Optional[int]]"]] = {}
-        self._subs: Dict[str, "Subscription"] = {}
+        self._subs: Dict[str, _Stream] = {}
+        # ACK/NACK/EXTEND answers (OK/ERROR with id = the job), matched by job id
+        self._job_pending: Dict[bytes, Deque["asyncio.Future[Dict[str, Any]]"]] = {}
         self._sub_counter = itertools.count(1)
         self._closed = False
         self.connections = 0
@@ -551,6 +575,11 @@ class Relay:
             for future in futures:
                 if not future.done():
                     future.set_exception(_copy_error(reason))
+        job_pending, self._job_pending = self._job_pending, {}
+        for job_futures in job_pending.values():
+            for job_future in job_futures:
+                if not job_future.done():
+                    job_future.set_exception(_copy_error(reason))
 
     def _dispatch(self, conn: _Connection, data: bytes) -> None:
         try:
@@ -563,7 +592,8 @@ class Relay:
             if sub is not None:
                 sub._on_event(payload)
         elif frame_type == OK:
-            self._resolve(payload.get("id"), payload.get("seq"), None)
+            if not self._resolve_job(payload.get("id"), payload, None):
+                self._resolve(payload.get("id"), payload.get("seq"), None)
         elif frame_type == EOSE:
             sub = self._subs.get(payload.get("sub_id"))  # type: ignore[arg-type]
             if sub is not None:
@@ -571,7 +601,8 @@ class Relay:
         elif frame_type == ERROR:
             relay_error = _error_from_payload(payload)
             if relay_error.event_id is not None:
-                self._resolve(relay_error.event_id, None, relay_error)
+                if not self._resolve_job(relay_error.event_id, payload, relay_error):
+                    self._resolve(relay_error.event_id, None, relay_error)
             elif relay_error.sub_id is not None:
                 sub = self._subs.get(relay_error.sub_id)
                 if sub is not None:
@@ -601,6 +632,40 @@ class Relay:
             future.set_exception(error)
         else:
             future.set_result(seq if isinstance(seq, int) and not isinstance(seq, bool) else None)
+
+    def _resolve_job(self, job_id: Any, payload: Dict[str, Any], error: Optional[AxonError]) -> bool:
+        """Answers the oldest pending ACK/NACK/EXTEND for ``job_id``; False if none."""
+        if not isinstance(job_id, bytes):
+            return False
+        futures = self._job_pending.get(job_id)
+        if not futures:
+            return False
+        future = futures.popleft()
+        if not futures:
+            del self._job_pending[job_id]
+        if not future.done():
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(payload)
+        return True
+
+    async def _job_frame(self, conn: _Connection, frame_type: int, payload: Dict[str, Any]) -> Dict[str, Any]:
+        """Sends ACK/NACK/EXTEND on ``conn`` (the connection holding the lease) and
+        returns the OK payload; raises the relay's refusal (412: :class:`LeaseLostError`)."""
+        job_id: bytes = payload["job"]
+        if conn is not self._conn or conn.closed.is_set() or conn.ws.state is not websockets.protocol.State.OPEN:
+            raise LeaseLostError(
+                "lease-lost: the connection that held the lease is gone (leases do not survive a disconnect)",
+                code=412,
+                event_id=job_id,
+                sub_id=payload.get("sub_id"),
+                local=True,
+            )
+        future: "asyncio.Future[Dict[str, Any]]" = asyncio.get_running_loop().create_future()
+        self._job_pending.setdefault(job_id, collections.deque()).append(future)
+        conn.write(_pack(frame_type, payload))
+        return await future
 
     async def _send(self, data: bytes) -> _Connection:
         conn = await self._connection()
@@ -675,9 +740,17 @@ class Relay:
 
     async def publish_event(self, event: Event, *, retries: Optional[int] = None) -> PublishResult:
         """Publishes an already signed event (see :meth:`publish`)."""
+        return await self._publish_event(event, retries=retries)
+
+    async def _publish_event(
+        self, event: Event, *, retries: Optional[int] = None, ack: Optional[Dict[str, Any]] = None
+    ) -> PublishResult:
         if not isinstance(event, Event):
             raise TypeError(f"publish_event needs an axon.Event, got {type(event).__name__}")
-        data = _pack(PUBLISH, {"event": event.to_wire()})
+        frame: Dict[str, Any] = {"event": event.to_wire()}
+        if ack is not None:
+            frame["ack"] = ack
+        data = _pack(PUBLISH, frame)
         if len(data) > self.limits.max_frame_bytes:
             raise TooLargeError(
                 f"the PUBLISH frame is {len(data)} bytes, the relay's frame limit is {self.limits.max_frame_bytes}",
@@ -777,6 +850,124 @@ class Relay:
         finally:
             await sub.close()
         return events
+
+    # -- job queues (spec §14) ------------------------------------------------------------
+
+    def jobs(
+        self,
+        group: str,
+        kinds: Union[int, Sequence[int]],
+        max_in_flight: int = 1,
+        lease_secs: int = 60,
+        filters: Optional[Union[Filter, Sequence[Filter]]] = None,
+        after_seq: Optional[int] = None,
+    ) -> "JobQueue":
+        """Joins the job queue ``group`` as a worker: ``async for job in
+        relay.jobs("summarize", 5000):`` yields :class:`axon.Job` objects, each held
+        under a lease of ``lease_secs`` (1..=3600), at most ``max_in_flight`` (1..=256)
+        unfinished at once. ``kinds`` (5000..=5999) are added to every filter of
+        ``filters`` (default one filter: just those kinds). ``after_seq`` applies only
+        when the group is new: its queue starts after that seq. Offers to a dropped
+        connection are lost with it; the queue reconnects and subscribes again."""
+        from .jobs import JobQueue
+
+        group_bytes = group.encode() if isinstance(group, str) else b""
+        if not isinstance(group, str) or not 1 <= len(group_bytes) <= 64:
+            raise InvalidError("group must be a str of 1..=64 bytes", local=True)
+        kind_list = [kinds] if isinstance(kinds, int) else list(kinds)
+        if not kind_list:
+            raise InvalidError("name at least one job kind (5000..=5999)", local=True)
+        for kind in kind_list:
+            if isinstance(kind, bool) or not isinstance(kind, int) or not 5000 <= kind <= 5999:
+                raise InvalidError(f"job kinds are 5000..=5999, got {kind!r}", local=True)
+        for name, value, high in (("max_in_flight", max_in_flight, 256), ("lease_secs", lease_secs, 3600)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+                raise InvalidError(f"{name} must be an int in 1..={high}, got {value!r}", local=True)
+        if after_seq is not None and (isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0):
+            raise InvalidError("after_seq must be a non-negative int", local=True)
+        base: List[Filter]
+        if filters is None:
+            base = [{}]
+        elif isinstance(filters, Mapping):
+            base = [filters]
+        else:
+            base = list(filters)
+        merged = [{**dict(f), "kinds": kind_list} for f in base]
+        wire = _encode_filters(merged, self.limits)
+        return JobQueue(self, group, wire, lease_secs, max_in_flight, after_seq)
+
+    async def work(
+        self,
+        group: str,
+        kinds: Union[int, Sequence[int]],
+        handler: "Handler",
+        *,
+        concurrency: int = 1,
+        lease_secs: int = 60,
+        filters: Optional[Union[Filter, Sequence[Filter]]] = None,
+        after_seq: Optional[int] = None,
+        max_jobs: Optional[int] = None,
+        backoff: Tuple[float, float] = (1.0, 300.0),
+        extend_every: Optional[float] = None,
+    ) -> int:
+        """Runs ``await handler(job)`` for every job of ``group`` (see :meth:`jobs`),
+        up to ``concurrency`` at once. While a handler runs its lease is extended every
+        ``extend_every`` seconds (default ``lease_secs / 3``). The handler's return
+        value (bytes or str) is published as the result with :meth:`axon.Job.complete`
+        (``None``: the job is ACKed without a result; a handler may also settle the job
+        itself). A handler that raises gives the job back (NACK) with a delay of
+        ``backoff[0] * 2^(attempt-1)`` seconds, at most ``backoff[1]``. A result whose
+        lease was lost is dropped (logged). Runs until cancelled, or returns the number
+        of jobs handled after ``max_jobs``."""
+        from .jobs import run_worker
+
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 256:
+            raise InvalidError("concurrency must be an int in 1..=256", local=True)
+        queue = self.jobs(group, kinds, concurrency, lease_secs, filters, after_seq)
+        return await run_worker(
+            queue, handler, concurrency=concurrency, max_jobs=max_jobs, backoff=backoff, extend_every=extend_every
+        )
+
+    async def request(
+        self,
+        kind: int,
+        content: Union[bytes, str] = b"",
+        tags: Optional[TagsInput] = None,
+        *,
+        timeout: Optional[float] = 30.0,
+        result_kind: Optional[int] = None,
+        expires_in: Optional[Union[int, float, timedelta]] = None,
+    ) -> Event:
+        """Publishes a job request (kind 5000..=5999) and returns its first result: an
+        event of ``result_kind`` (default ``kind + 1000``) with an ``e`` tag naming the
+        job id. The result subscription is made before the request is published, so the
+        result cannot be missed. Raises ``asyncio.TimeoutError`` after ``timeout``."""
+        if isinstance(kind, bool) or not isinstance(kind, int) or not 5000 <= kind <= 5999:
+            raise InvalidError(f"a job request kind is 5000..=5999, got {kind!r}", local=True)
+        want = kind + 1000 if result_kind is None else result_kind
+        event = self.sign(kind, content, tags, expires_in=expires_in)
+        job_hex = event.id.hex()
+        sub = self.subscribe([{"kinds": [want], "tags": {"e": [job_hex]}}])
+
+        async def wait() -> Event:
+            published = False
+            async for item in sub:
+                if item is END_OF_STORED:
+                    if not published:
+                        await self.publish_event(event)
+                        published = True
+                    continue
+                assert isinstance(item, Event)
+                if item.kind == want and job_hex in item.tag_values("e"):
+                    return item
+            raise ConnectionClosedError("the result subscription ended")  # pragma: no cover
+
+        try:
+            return await asyncio.wait_for(wait(), timeout)
+        except asyncio.TimeoutError:
+            raise asyncio.TimeoutError(f"no result for job {job_hex} within {timeout} s") from None
+        finally:
+            await sub.close()
 
     def _new_sub_id(self) -> str:
         return f"py{next(self._sub_counter)}"

@@ -12,6 +12,7 @@ __all__ = [
     "ForbiddenError",
     "DuplicateError",
     "ExpiredError",
+    "LeaseLostError",
     "TooLargeError",
     "RateLimitedError",
     "StorageError",
@@ -93,6 +94,15 @@ class ExpiredError(AxonError):
     code = 410
 
 
+class LeaseLostError(AxonError):
+    """412: the job's lease is no longer held by this worker (spec §14): it expired and
+    the job was offered again, it was NACKed, or the subscription (or connection) that
+    held it ended. ``event_id`` is the job id (for an ACK/NACK/EXTEND) or the result's
+    id (for a completing publish, which was then not stored)."""
+
+    code = 412
+
+
 class TooLargeError(AxonError, ValueError):
     """413: the content (or frame) is too large for the relay."""
 
@@ -141,6 +151,7 @@ _BY_CODE: Dict[int, Type[AxonError]] = {
     403: ForbiddenError,
     409: DuplicateError,
     410: ExpiredError,
+    412: LeaseLostError,
     413: TooLargeError,
     429: RateLimitedError,
     500: StorageError,
