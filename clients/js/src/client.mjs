@@ -861,7 +861,10 @@ export class Relay {
     return this.publishEvent(event, { retries });
   }
 
-  /** Publishes an already signed Event (or wire map); retries as {@link Relay#publish}. */
+  /**
+   * Publishes an already signed Event (or wire map); retries as {@link Relay#publish}.
+   * `ack: {sub_id, job}` completes a job with it (§14; {@link Job#complete} does this).
+   */
   async publishEvent(event, { retries, ack, connection } = {}) {
     if (!(event instanceof Event)) event = Event.fromWire(event);
     const budget = retries ?? this.options.maxRetries ?? 5;
@@ -957,8 +960,8 @@ export class Relay {
 
   /**
    * Runs `handler(job)` for every job of `group` (up to `concurrency` at once) until
-   * `signal` aborts, `maxJobs` jobs have been handled or the client is closed; resolves
-   * the number of jobs handled. While a handler runs its lease is extended every
+   * `signal` aborts, `maxJobs` offers have been taken or the client is closed; resolves
+   * the number of offers handled (a job given back and offered again counts again). While a handler runs its lease is extended every
    * `leaseSecs / 3`. A handler's string or Uint8Array return value is published as the
    * result ({@link Job#complete}); `undefined`/`null` ACKs the job without a result
    * (unless the handler finished the job itself). A handler that throws gives the job

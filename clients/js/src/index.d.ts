@@ -247,7 +247,8 @@ export class Relay {
   on(name: 'state', listener: (state: ConnectionState, error: AxonError | null) => void): () => void;
   on(name: 'error', listener: (error: AxonError) => void): () => void;
   publish(fields: PublishFields | Event, options?: { retries?: number }): Promise<PublishResult>;
-  publishEvent(event: Event | object, options?: { retries?: number }): Promise<PublishResult>;
+  /** `ack` completes a job with this event (spec §14; Job.complete does this for you). */
+  publishEvent(event: Event | object, options?: { retries?: number; ack?: { sub_id: string; job: Uint8Array } }): Promise<PublishResult>;
   subscribe(filters: Filter | Filter[], options?: SubscribeOptions): AsyncIterableIterator<SubscriptionItem>;
   query(filters: Filter | Filter[], options?: { afterSeq?: number | null }): Promise<Event[]>;
   sendDm(recipient: string | Uint8Array, plaintext: string | Uint8Array, options?: { tags?: Tag[]; kind?: number; expiresIn?: number }): Promise<PublishResult>;
@@ -256,7 +257,7 @@ export class Relay {
   /**
    * Runs `handler` per job (lease extended while it runs); a string/bytes return value is
    * published as the result, undefined/null ACKs, a throw NACKs with backoff. Resolves the
-   * number of jobs handled.
+   * number of offers handled (a job offered again counts again).
    */
   work(group: string, kinds: number | number[], handler: (job: Job) => Promise<string | Uint8Array | null | undefined | void> | string | Uint8Array | null | undefined | void, options?: WorkOptions): Promise<number>;
   /** Publishes a job request and resolves its first result (kind + 1000, `e` tag = the request id). */

@@ -3,7 +3,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { Key, LeaseLostError, RequestTimeoutError, connect } from '../src/index.mjs';
+import { Key, LeaseLostError, RequestTimeoutError, connect, signEvent } from '../src/index.mjs';
 import { TestRelay } from './support/relay.mjs';
 
 const alice = Key.generate();
@@ -211,6 +211,26 @@ describe('job queues against the real relay', () => {
     await assert.rejects(client.request({ kind: 5005, content: 'x' }, { timeoutMs: 300 }), RequestTimeoutError);
     worker.close();
     client.close();
+  });
+
+  it('a retried completing publish (409) counts as success; ACK of a done job is 412', async () => {
+    const kind = 5007;
+    const requester = await connect(relay.url, alice);
+    const worker = await connect(relay.url, bob);
+    const queue = worker.jobs('retry', kind);
+    const id = (await requester.publish({ kind, content: 'x' })).idHex;
+    const job = await nextWithin(queue);
+    const result = signEvent(bob, { kind: kind + 1000, content: 'r', tags: [['e', id]] });
+    const ack = { sub_id: job.subId, job: job.id };
+    const first = await worker.publishEvent(result, { ack });
+    assert.equal(first.duplicate, false);
+    const retry = await worker.publishEvent(result, { ack });
+    assert.equal(retry.duplicate, true);
+    await assert.rejects(job.ack(), LeaseLostError);
+    assert.equal((await resultsByJob(requester, kind + 1000)).get(id), 1);
+    await queue.return();
+    requester.close();
+    worker.close();
   });
 
   it('a late complete after the lease lapsed and the job went to another rejects with LeaseLostError', async () => {
