@@ -233,6 +233,50 @@ describe('job queues against the real relay', () => {
     worker.close();
   });
 
+  it('a completion in flight when the connection drops is asked again: stored = success, else LeaseLostError', async (t) => {
+    const kind = 5008;
+    const requester = await connect(relay.url, alice);
+    const worker = await connect(relay.url, bob, { backoffBaseMs: 50 });
+    const queue = worker.jobs('inflight', kind);
+    const id = (await requester.publish({ kind, content: 'x' })).idHex;
+    const job = await nextWithin(queue);
+    const ws = worker.connection.ws;
+    const send = ws.send.bind(ws);
+    ws.send = (data) => send(data, () => ws.terminate()); // the PUBLISH leaves, then the connection drops
+    let outcome;
+    try {
+      const answer = await job.complete('result');
+      outcome = answer.duplicate ? 'stored before the drop (409 on the retry)' : 'answered before the drop';
+    } catch (error) {
+      assert.ok(error instanceof LeaseLostError, `unexpected ${error}`);
+      outcome = 'not stored';
+    }
+    const stored = (await resultsByJob(requester, kind + 1000)).get(id) ?? 0;
+    t.diagnostic(outcome);
+    assert.equal(stored, outcome === 'not stored' ? 0 : 1, outcome);
+    assert.notEqual(worker.connection?.ws, ws, 'a new connection was made');
+    // The relay stores the result and answers OK, but the connection drops before the OK
+    // is read: the retry on the next connection gets 409, which is success.
+    // (Another queue: the first job may be offered again after a 'not stored'.)
+    const queue2 = worker.jobs('inflight', kind + 1);
+    const id2 = (await requester.publish({ kind: kind + 1, content: 'y' })).idHex;
+    const job2 = await nextWithin(queue2);
+    assert.equal(job2.idHex, id2);
+    const connection = worker.connection;
+    const onFrame = connection.onFrame.bind(connection);
+    connection.onFrame = () => {
+      connection.onFrame = onFrame;
+      connection.ws.terminate(); // the OK is lost
+    };
+    const answer = await job2.complete('result 2');
+    assert.equal(answer.duplicate, true);
+    assert.equal((await resultsByJob(requester, kind + 1001)).get(id2), 1);
+    await queue2.return();
+    await queue.return();
+    requester.close();
+    worker.close();
+  });
+
   it('a late complete after the lease lapsed and the job went to another rejects with LeaseLostError', async () => {
     const kind = 5006;
     const requester = await connect(relay.url, alice);
