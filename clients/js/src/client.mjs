@@ -1020,7 +1020,9 @@ export class Relay {
           if (signal?.aborted) break;
         }
         if (signal?.aborted) break;
-        const item = await Promise.race([queue.next(), stopped.then(() => STOP)]);
+        const pending = queue.next();
+        pending.catch(() => {}); // handled below unless the stop won the race
+        const item = await Promise.race([pending, stopped.then(() => STOP)]);
         if (item === STOP || item.done) break;
         const job = item.value;
         handled += 1;
@@ -1056,10 +1058,16 @@ export class Relay {
     let timer;
     const timeout = new Promise((_, reject) => {
       timer = setTimeout(() => reject(new RequestTimeoutError(`timeout: no result for job ${idHex} within ${timeoutMs} ms`, { id: event.id })), timeoutMs);
-      signal?.addEventListener('abort', () => reject(signal.reason ?? new Error('aborted')), { once: true });
+      if (signal?.aborted) reject(signal.reason ?? new Error('aborted'));
+      else signal?.addEventListener('abort', () => reject(signal.reason ?? new Error('aborted')), { once: true });
     });
+    // A promise that loses the race to the timeout must not become an unhandled rejection.
+    const guarded = (promise) => {
+      promise.catch(() => {});
+      return promise;
+    };
     const next = async () => {
-      const item = await Promise.race([results.next(), timeout]);
+      const item = await Promise.race([guarded(results.next()), timeout]);
       if (item.done) throw new ConnectionClosedError('the result subscription ended');
       return item.value;
     };
@@ -1069,7 +1077,7 @@ export class Relay {
         if (item.tags.some((t) => t[0] === 'e' && t[1] === idHex)) return item; // already answered
         item = await next();
       }
-      await Promise.race([this.publishEvent(event), timeout]);
+      await Promise.race([guarded(this.publishEvent(event)), timeout]);
       for (;;) {
         item = await next();
         if (item !== END_OF_STORED && item.tags.some((t) => t[0] === 'e' && t[1] === idHex)) return item;
