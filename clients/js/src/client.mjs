@@ -61,6 +61,13 @@ export class TooLargeError extends AxonError {}
 export class RateLimitedError extends AxonError {}
 export class StorageError extends AxonError {}
 export class UnavailableError extends AxonError {}
+/** {@link Relay#request} got no result in time; code 0. */
+export class RequestTimeoutError extends AxonError {
+  constructor(message, details) {
+    super(0, message, details);
+    this.name = 'RequestTimeoutError';
+  }
+}
 /** The connection closed (or never opened) before the relay answered. */
 export class ConnectionClosedError extends AxonError {
   constructor(message, details) {
@@ -477,7 +484,7 @@ function encodeFilters(filters) {
 // ---------------------------------------------------------------------------
 // Frames
 
-const FRAME = { AUTH: 1, SUBSCRIBE: 2, UNSUBSCRIBE: 3, PUBLISH: 4, CHALLENGE: 10, EVENT: 11, EOSE: 12, OK: 13, ERROR: 14 };
+const FRAME = { AUTH: 1, SUBSCRIBE: 2, UNSUBSCRIBE: 3, PUBLISH: 4, ACK: 5, NACK: 6, EXTEND: 7, CHALLENGE: 10, EVENT: 11, EOSE: 12, OK: 13, ERROR: 14 };
 const encoder = new Encoder({ ignoreUndefined: true });
 
 /** The marker a subscription yields once, between stored and live events. */
@@ -523,7 +530,7 @@ class Connection {
     this.closed = false;
     this.closeError = null;
     this.lastError = null;
-    this.pending = new Map(); // id hex -> {resolve, reject}
+    this.pending = new Map(); // id hex -> [{resolve, reject}, ...] (oldest first)
     this.subscriptions = new Map(); // sub_id -> handler
     this.pingTimer = null;
   }
@@ -606,6 +613,36 @@ class Connection {
     }
   }
 
+  /** A promise for the next OK/ERROR naming `key` (an id in hex); register before sending. */
+  expect(key) {
+    return new Promise((resolve, reject) => {
+      const waiters = this.pending.get(key);
+      if (waiters) waiters.push({ resolve, reject });
+      else this.pending.set(key, [{ resolve, reject }]);
+    });
+  }
+
+  takeWaiter(key) {
+    const waiters = this.pending.get(key);
+    if (!waiters) return null;
+    const waiter = waiters.shift();
+    if (waiters.length === 0) this.pending.delete(key);
+    return waiter;
+  }
+
+  /** Sends a frame and resolves its OK (rejects with its ERROR) naming `key`. */
+  request(type, payload, key) {
+    if (this.closed) return Promise.reject(this.closeError ?? new ConnectionClosedError('the connection is closed'));
+    const reply = this.expect(key);
+    try {
+      this.send(type, payload);
+    } catch (error) {
+      reply.catch(() => {}); // a closing socket: onClose rejects the waiter
+      return Promise.reject(error);
+    }
+    return reply;
+  }
+
   send(type, payload) {
     if (this.closed || this.ws.readyState !== 1) throw this.closeError ?? new ConnectionClosedError('the connection is closed');
     this.ws.send(encoder.encode([type, payload]));
@@ -631,10 +668,11 @@ class Connection {
         break;
       case FRAME.OK: {
         const key = p.id ? bytesToHex(p.id) : '';
-        const waiter = this.pending.get(key);
+        const waiter = this.takeWaiter(key);
         if (waiter) {
-          this.pending.delete(key);
-          waiter.resolve({ id: p.id, seq: p.seq ?? 0, duplicate: false });
+          const ok = { id: p.id, seq: p.seq ?? 0, duplicate: false };
+          if (p.until_ms !== undefined) ok.untilMs = Number(p.until_ms);
+          waiter.resolve(ok);
         }
         break;
       }
@@ -642,10 +680,14 @@ class Connection {
         const error = errorFromPayload(p);
         if (p.id) {
           const key = bytesToHex(p.id);
-          const waiter = this.pending.get(key);
+          const waiter = this.takeWaiter(key);
           if (waiter) {
-            this.pending.delete(key);
             waiter.reject(error);
+            break;
+          }
+          // A job refusal (§14) names its subscription but does not end it.
+          if (p.code === 412 || p.code === 410) {
+            this.handlers?.onError?.(error);
             break;
           }
         }
@@ -673,7 +715,7 @@ class Connection {
       this.lastError ??
       new ConnectionClosedError(`connection closed (${code}${reason ? `: ${reason}` : ''})`);
     this.closeError = error;
-    for (const waiter of this.pending.values()) waiter.reject(error);
+    for (const waiters of this.pending.values()) for (const waiter of waiters) waiter.reject(error);
     this.pending.clear();
     const subs = [...this.subscriptions.values()];
     this.subscriptions.clear();
@@ -819,14 +861,17 @@ export class Relay {
     return this.publishEvent(event, { retries });
   }
 
-  /** Publishes an already signed Event (or wire map); retries as {@link Relay#publish}. */
-  async publishEvent(event, { retries } = {}) {
+  /**
+   * Publishes an already signed Event (or wire map); retries as {@link Relay#publish}.
+   * `ack: {sub_id, job}` completes a job with it (§14; {@link Job#complete} does this).
+   */
+  async publishEvent(event, { retries, ack, connection } = {}) {
     if (!(event instanceof Event)) event = Event.fromWire(event);
     const budget = retries ?? this.options.maxRetries ?? 5;
     nonNegativeInt(budget, 'retries');
     for (let attempt = 0; ; attempt += 1) {
       try {
-        return await this.publishOnce(event);
+        return await this.publishOnce(event, { ack, connection });
       } catch (error) {
         const retryable = error.code === 429 || error.code === 503;
         if (!retryable || attempt >= budget || this.closedByUser) throw error;
@@ -837,11 +882,11 @@ export class Relay {
   }
 
   /** One PUBLISH and its reply. */
-  async publishOnce(event) {
-    const connection = this.current();
+  async publishOnce(event, { ack, connection = this.current() } = {}) {
     const key = bytesToHex(event.id);
-    const reply = new Promise((resolve, reject) => connection.pending.set(key, { resolve, reject }));
-    connection.send(FRAME.PUBLISH, { event: event.toWire() });
+    const payload = { event: event.toWire() };
+    if (ack) payload.ack = ack;
+    const reply = connection.request(FRAME.PUBLISH, payload, key);
     try {
       const ok = await reply;
       return { ...ok, idHex: key };
@@ -877,6 +922,171 @@ export class Relay {
       events.push(item);
     }
     return events;
+  }
+
+  /**
+   * Joins the job queue `group` (spec §14) for job-request `kinds` (5000–5999): an async
+   * iterator of {@link Job}s, each offered to this member alone under a lease. Options:
+   * `maxInFlight` (default 1), `leaseSecs` (default 60), `filters` (more filter fields,
+   * e.g. `{authors: [...]}`, or a list of them; each is limited to `kinds`), `afterSeq`
+   * (where a new group's queue starts), `subId`. When the connection drops the queue is
+   * joined again on the next connection (the leases held end with the old one). Break out
+   * of the loop (or call `return()`) to leave the group; unfinished jobs go to others.
+   */
+  jobs(group, kinds, { maxInFlight = 1, leaseSecs = 60, filters, afterSeq = null, subId } = {}) {
+    if (typeof group !== 'string' || textEncoder.encode(group).length < 1 || textEncoder.encode(group).length > 64) {
+      throw new TypeError('group must be a string of 1..=64 bytes');
+    }
+    const kindList = Array.isArray(kinds) ? kinds : [kinds];
+    if (kindList.length === 0 || kindList.some((k) => !Number.isInteger(k) || k < 5000 || k > 5999)) {
+      throw new TypeError(`job kinds must be integers 5000..=5999, got ${kinds}`);
+    }
+    if (!Number.isInteger(maxInFlight) || maxInFlight < 1 || maxInFlight > 256) throw new TypeError('maxInFlight must be 1..=256');
+    if (!Number.isInteger(leaseSecs) || leaseSecs < 1 || leaseSecs > 3600) throw new TypeError('leaseSecs must be 1..=3600');
+    if (afterSeq !== null && afterSeq !== undefined) nonNegativeInt(afterSeq, 'afterSeq');
+    if (subId !== undefined && (typeof subId !== 'string' || subId.length < 1 || subId.length > 64)) {
+      throw new TypeError('subId must be a string of 1..=64 characters');
+    }
+    const extra = filters === undefined || filters === null ? [{}] : Array.isArray(filters) ? filters : [filters];
+    if (extra.length === 0) throw new TypeError('filters must not be an empty list');
+    const wire = extra.map((filter) => {
+      const own = encodeFilter({ ...filter, kinds: filter.kinds ?? kindList });
+      if (own.kinds.some((k) => k < 5000 || k > 5999)) throw new TypeError('a queue filter may only name kinds 5000..=5999');
+      delete own.limit; // ignored by queues
+      return own;
+    });
+    return new JobQueue(this, group, wire, { maxInFlight, leaseSecs, afterSeq: afterSeq ?? null, subId: subId ?? `q${++subCounter}` });
+  }
+
+  /**
+   * Runs `handler(job)` for every job of `group` (up to `concurrency` at once) until
+   * `signal` aborts, `maxJobs` offers have been taken or the client is closed; resolves
+   * the number of offers handled (a job given back and offered again counts again). While a handler runs its lease is extended every
+   * `leaseSecs / 3`. A handler's string or Uint8Array return value is published as the
+   * result ({@link Job#complete}); `undefined`/`null` ACKs the job without a result
+   * (unless the handler finished the job itself). A handler that throws gives the job
+   * back (NACK) after `retryDelaySecs(attempt)` seconds (default 1, 2, 4, … at most 300).
+   * Lost leases and late completions are reported to `onError` (default: ignored).
+   */
+  async work(group, kinds, handler, options = {}) {
+    if (typeof handler !== 'function') throw new TypeError('handler must be a function');
+    const {
+      concurrency = 1,
+      leaseSecs = 60,
+      filters,
+      afterSeq,
+      signal,
+      maxJobs = Infinity,
+      resultKind,
+      retryDelaySecs = (attempt) => Math.min(300, 2 ** (attempt - 1)),
+      onError = () => {},
+    } = options;
+    if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 256) throw new TypeError('concurrency must be 1..=256');
+    const queue = this.jobs(group, kinds, { maxInFlight: concurrency, leaseSecs, filters, afterSeq });
+    const running = new Set();
+    let handled = 0;
+    let slotFree = null;
+    const stopped = new Promise((resolve) => {
+      if (!signal) return;
+      if (signal.aborted) resolve();
+      else signal.addEventListener('abort', () => resolve(), { once: true });
+    });
+    const STOP = Symbol('stop');
+    const runOne = async (job) => {
+      const stopExtending = job.keepAlive(leaseSecs);
+      try {
+        let result;
+        try {
+          result = await handler(job);
+        } catch (error) {
+          stopExtending();
+          if (job.finished) return;
+          onError(error, job);
+          await job.fail(Math.max(0, Math.round(retryDelaySecs(job.attempt))));
+          return;
+        }
+        stopExtending();
+        if (job.finished) return;
+        if (result === undefined || result === null) await job.ack();
+        else await job.complete(result, resultKind !== undefined ? { kind: resultKind } : {});
+      } finally {
+        stopExtending();
+      }
+    };
+    try {
+      while (handled < maxJobs && !signal?.aborted) {
+        while (running.size >= concurrency) {
+          await Promise.race([new Promise((resolve) => (slotFree = resolve)), stopped]);
+          if (signal?.aborted) break;
+        }
+        if (signal?.aborted) break;
+        const pending = queue.next();
+        pending.catch(() => {}); // handled below unless the stop won the race
+        const item = await Promise.race([pending, stopped.then(() => STOP)]);
+        if (item === STOP || item.done) break;
+        const job = item.value;
+        handled += 1;
+        const task = runOne(job)
+          .catch((error) => onError(error, job))
+          .finally(() => {
+            running.delete(task);
+            slotFree?.();
+          });
+        running.add(task);
+      }
+    } catch (error) {
+      if (!this.closedByUser) throw error;
+    } finally {
+      await Promise.allSettled([...running]);
+      await queue.return();
+    }
+    return handled;
+  }
+
+  /**
+   * Publishes a job request (`kind` 5000–5999) and resolves its first result: an event of
+   * kind + 1000 with an `e` tag naming the request's id. The result subscription is made
+   * before the request is published, so a fast result cannot be missed. Rejects with
+   * RequestTimeoutError after `timeoutMs` (default 30000).
+   */
+  async request(fields, { timeoutMs = 30000, signal } = {}) {
+    if (!fields || typeof fields !== 'object') throw new TypeError('request needs {kind, content, tags, ...}');
+    const event = fields instanceof Event ? fields : signEvent(this.key, fields, this.limits);
+    if (event.kind < 5000 || event.kind > 5999) throw new TypeError(`a job request's kind must be 5000..=5999, got ${event.kind}`);
+    const idHex = event.idHex;
+    const results = this.subscribe([{ kinds: [event.kind + 1000], tags: [{ name: 'e', values: [idHex] }] }], { resume: true });
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new RequestTimeoutError(`timeout: no result for job ${idHex} within ${timeoutMs} ms`, { id: event.id })), timeoutMs);
+      if (signal?.aborted) reject(signal.reason ?? new Error('aborted'));
+      else signal?.addEventListener('abort', () => reject(signal.reason ?? new Error('aborted')), { once: true });
+    });
+    // A promise that loses the race to the timeout must not become an unhandled rejection.
+    const guarded = (promise) => {
+      promise.catch(() => {});
+      return promise;
+    };
+    const next = async () => {
+      const item = await Promise.race([guarded(results.next()), timeout]);
+      if (item.done) throw new ConnectionClosedError('the result subscription ended');
+      return item.value;
+    };
+    try {
+      let item = await next();
+      while (item !== END_OF_STORED) {
+        if (item.tags.some((t) => t[0] === 'e' && t[1] === idHex)) return item; // already answered
+        item = await next();
+      }
+      await Promise.race([guarded(this.publishEvent(event)), timeout]);
+      for (;;) {
+        item = await next();
+        if (item !== END_OF_STORED && item.tags.some((t) => t[0] === 'e' && t[1] === idHex)) return item;
+      }
+    } finally {
+      clearTimeout(timer);
+      timeout.catch(() => {});
+      await results.return();
+    }
   }
 
   /** Seals `plaintext` to `recipient` (hex or bytes) and publishes it as a kind 2000 DM. */
@@ -1076,6 +1286,11 @@ class Subscription {
   }
 
   async return() {
+    if (this.waiter) {
+      const waiter = this.waiter;
+      this.waiter = null;
+      waiter();
+    }
     if (!this.done) {
       this.done = true;
       const connection = this.connection;
@@ -1085,6 +1300,282 @@ class Subscription {
           connection.send(FRAME.UNSUBSCRIBE, { sub_id: this.subId });
         } catch {
           /* closed meanwhile */
+        }
+      }
+    }
+    this.failure = null;
+    return { done: true, value: undefined };
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Job queues (§14)
+
+function leaseLost(job, why) {
+  return new LeaseLostError(412, `lease-lost: ${why}`, { id: job.id, subId: job.subId });
+}
+
+/** A job offered to this worker under a lease (spec §14). */
+export class Job {
+  #queue;
+  #generation;
+  #chain = Promise.resolve();
+
+  constructor(queue, generation, event, lease) {
+    this.#queue = queue;
+    this.#generation = generation;
+    /** The job request. */
+    this.event = event;
+    /** The job id (the request's event id, 32 bytes). */
+    this.id = event.id;
+    this.idHex = event.idHex;
+    this.group = queue.group;
+    this.subId = queue.subId;
+    /** Which offer of this job this is (from 1). */
+    this.attempt = Number(lease?.attempt ?? 1);
+    /** When the lease ends (unix ms), unless extended. */
+    this.leaseUntilMs = Number(lease?.until_ms ?? 0);
+    /** True once the job was completed, ACKed or NACKed by this worker. */
+    this.finished = false;
+  }
+
+  /** The job request's content as text. */
+  get text() {
+    return this.event.text;
+  }
+
+  /** False once the subscription that holds the lease ended (the lease with it). */
+  get held() {
+    return this.#generation.alive && !this.finished;
+  }
+
+  // One job frame at a time per job: replies are matched by the job id.
+  #serial(operation) {
+    const run = this.#chain.then(operation, operation);
+    this.#chain = run.catch(() => {});
+    return run;
+  }
+
+  #control(type, extra, what) {
+    return this.#serial(async () => {
+      const generation = this.#generation;
+      if (!generation.alive || generation.connection.closed) throw leaseLost(this, `cannot ${what}: the subscription that held the lease ended`);
+      return generation.connection.request(type, { sub_id: this.subId, job: this.id, ...extra }, this.idHex);
+    });
+  }
+
+  /**
+   * Publishes the result and completes the job in one step (PUBLISH with `ack`).
+   * Default kind: the request's kind + 1000; tags: `["e", job id hex]` then `tags`.
+   * Resolves the publish result (a 409 on a retry counts as success, `duplicate: true`);
+   * LeaseLostError when the job is no longer this worker's.
+   */
+  complete(result = '', { kind, tags = [], retries } = {}) {
+    const relay = this.#queue.relay;
+    const event = signEvent(relay.key, { kind: kind ?? this.event.kind + 1000, content: result, tags: [['e', this.idHex], ...normaliseTags(tags)] }, relay.limits);
+    const ack = { sub_id: this.subId, job: this.id };
+    return this.#serial(async () => {
+      const generation = this.#generation;
+      if (!generation.alive || generation.connection.closed) throw leaseLost(this, 'cannot complete: the subscription that held the lease ended');
+      let answer;
+      try {
+        answer = await relay.publishEvent(event, { ack, connection: generation.connection, retries });
+      } catch (error) {
+        if (error.code !== 0 || relay.closedByUser) throw error;
+        // The connection dropped with the PUBLISH in flight. Ask again on a new one: 409 =
+        // it had been stored (done), 412 = it had not (the lease ended with the connection).
+        const connection = await relay.ensureConnection();
+        answer = await relay.publishEvent(event, { ack, connection, retries });
+      }
+      this.finished = true;
+      return answer;
+    });
+  }
+
+  /** Completes the job without a result (ACK). */
+  async ack() {
+    await this.#control(FRAME.ACK, {}, 'ack');
+    this.finished = true;
+  }
+
+  /** Gives the job back (NACK); it is offered again after `delaySecs` (default 0). */
+  async fail(delaySecs = 0) {
+    nonNegativeInt(delaySecs, 'delaySecs');
+    await this.#control(FRAME.NACK, delaySecs ? { delay_secs: delaySecs } : {}, 'fail');
+    this.finished = true;
+  }
+
+  /** Renews the lease from now for `leaseSecs` (default: the queue's); resolves the new end (unix ms). */
+  async extend(leaseSecs) {
+    if (leaseSecs !== undefined && (!Number.isInteger(leaseSecs) || leaseSecs < 1 || leaseSecs > 3600)) throw new TypeError('leaseSecs must be 1..=3600');
+    const ok = await this.#control(FRAME.EXTEND, leaseSecs ? { lease_secs: leaseSecs } : {}, 'extend');
+    if (ok.untilMs) this.leaseUntilMs = ok.untilMs;
+    return this.leaseUntilMs;
+  }
+
+  /**
+   * Extends the lease every `leaseSecs / 3` until the returned function is called or the
+   * job is finished or lost. Used by {@link Relay#work}.
+   */
+  keepAlive(leaseSecs = this.#queue.leaseSecs) {
+    const everyMs = Math.max(200, (leaseSecs * 1000) / 3);
+    let stopped = false;
+    const timer = setInterval(() => {
+      if (stopped || !this.held) return stop();
+      this.extend(leaseSecs).catch((error) => {
+        if (error.code === 412 || error.code === 410 || error.code === 0) stop();
+      });
+    }, everyMs);
+    const stop = () => {
+      stopped = true;
+      clearInterval(timer);
+    };
+    return stop;
+  }
+}
+
+class JobQueue {
+  constructor(relay, group, filters, { maxInFlight, leaseSecs, afterSeq, subId }) {
+    this.relay = relay;
+    this.group = group;
+    this.filters = filters;
+    this.maxInFlight = maxInFlight;
+    this.leaseSecs = leaseSecs;
+    this.afterSeq = afterSeq;
+    this.subId = subId;
+    this.queue = [];
+    this.waiter = null;
+    this.done = false;
+    this.failure = null;
+    this.started = false;
+    this.generation = null; // {connection, alive}: one SUBSCRIBE on one connection
+    this.attempt = 0;
+  }
+
+  [Symbol.asyncIterator]() {
+    return this;
+  }
+
+  push(item) {
+    this.queue.push(item);
+    if (this.waiter) {
+      const waiter = this.waiter;
+      this.waiter = null;
+      waiter();
+    }
+  }
+
+  async start() {
+    const connection = await this.relay.ensureConnection();
+    const generation = { connection, alive: true };
+    this.generation = generation;
+    const end = (item) => {
+      generation.alive = false;
+      this.push(item);
+    };
+    connection.subscriptions.set(this.subId, {
+      onEvent: (event, p) => this.push({ event, lease: p?.lease, generation }),
+      onEose: () => {},
+      onError: (error) => end({ error, generation }),
+      onClosed: (error) => end({ closed: error, generation }),
+    });
+    const payload = {
+      sub_id: this.subId,
+      filters: this.filters,
+      group: this.group,
+      lease_secs: this.leaseSecs,
+      max_in_flight: this.maxInFlight,
+    };
+    if (this.afterSeq !== null) payload.after_seq = this.afterSeq;
+    connection.send(FRAME.SUBSCRIBE, payload);
+  }
+
+  async next() {
+    for (;;) {
+      if (this.done) {
+        if (this.failure) {
+          const failure = this.failure;
+          this.failure = null;
+          throw failure;
+        }
+        return { done: true, value: undefined };
+      }
+      if (!this.started) {
+        this.started = true;
+        try {
+          await this.start();
+        } catch (error) {
+          this.finish();
+          throw error;
+        }
+        continue;
+      }
+      if (this.queue.length === 0) {
+        await new Promise((resolve) => {
+          this.waiter = resolve;
+        });
+        continue;
+      }
+      const item = this.queue.shift();
+      if (item.event) {
+        if (!item.generation.alive) continue; // its lease ended with its subscription
+        this.attempt = 0;
+        return { done: false, value: new Job(this, item.generation, item.event, item.lease) };
+      }
+      if (item.generation !== this.generation) continue;
+      const error = item.error ?? item.closed;
+      if (this.resumable(error)) {
+        this.generation.connection.subscriptions.delete(this.subId);
+        const wait = Math.max(error.retryAfterMs ?? 0, backoffMs(this.attempt, this.relay.backoff));
+        this.attempt += 1;
+        await sleep(wait);
+        if (this.done) continue;
+        try {
+          await this.start();
+        } catch (startError) {
+          if (!this.resumable(startError)) this.finish(startError);
+          else this.push({ error: startError, generation: this.generation });
+        }
+        continue;
+      }
+      this.finish(this.relay.closedByUser ? null : error);
+    }
+  }
+
+  resumable(error) {
+    if (this.relay.closedByUser || this.done) return false;
+    return error.code === 0 || error.code === 503 || error.code === 500 || error.code === 429;
+  }
+
+  finish(error = null) {
+    this.done = true;
+    this.failure = error;
+    if (this.generation) {
+      this.generation.alive = false;
+      if (this.generation.connection.subscriptions.get(this.subId)) this.generation.connection.subscriptions.delete(this.subId);
+    }
+  }
+
+  /** Leaves the group (UNSUBSCRIBE): the leases still held end and those jobs go to others. */
+  async return() {
+    if (this.waiter) {
+      const waiter = this.waiter;
+      this.waiter = null;
+      waiter();
+    }
+    if (!this.done) {
+      this.done = true;
+      const generation = this.generation;
+      if (generation) {
+        generation.alive = false;
+        const connection = generation.connection;
+        if (!connection.closed && connection.subscriptions.has(this.subId)) {
+          connection.subscriptions.delete(this.subId);
+          try {
+            connection.send(FRAME.UNSUBSCRIBE, { sub_id: this.subId });
+          } catch {
+            /* closed meanwhile */
+          }
         }
       }
     }

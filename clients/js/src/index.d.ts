@@ -24,6 +24,10 @@ export class TooLargeError extends AxonError {}
 export class RateLimitedError extends AxonError {}
 export class StorageError extends AxonError {}
 export class UnavailableError extends AxonError {}
+/** {@link Relay.request} got no result within its timeout; code 0. */
+export class RequestTimeoutError extends AxonError {
+  constructor(message: string, details?: object);
+}
 /** The connection closed (or could not be opened) before the relay answered; code 0. */
 export class ConnectionClosedError extends AxonError {
   constructor(message: string, details?: object);
@@ -157,6 +161,80 @@ export interface ConnectOptions {
   WebSocket?: unknown;
 }
 
+export interface JobsOptions {
+  /** Unfinished leases at once for this member (1..=256, default 1). */
+  maxInFlight?: number;
+  /** Lease length in seconds (1..=3600, default 60). */
+  leaseSecs?: number;
+  /** More filter fields (e.g. `{authors: [...]}`) or a list of them; each is limited to the job kinds. */
+  filters?: Filter | Filter[];
+  /** Only when the group does not exist yet: its queue starts after this seq. */
+  afterSeq?: number | null;
+  subId?: string;
+}
+
+export interface CompleteOptions {
+  /** Default: the request's kind + 1000. */
+  kind?: number;
+  /** Added after the `["e", job id hex]` tag. */
+  tags?: Tag[];
+  /** 429/503 retries (default: the connect option maxRetries). */
+  retries?: number;
+}
+
+/** A job offered to this worker under a lease (spec §14). */
+export class Job {
+  private constructor();
+  /** The job request. */
+  readonly event: Event;
+  /** The job id (the request's event id). */
+  readonly id: Uint8Array;
+  readonly idHex: string;
+  readonly group: string;
+  readonly subId: string;
+  /** Which offer of this job this is (from 1). */
+  readonly attempt: number;
+  /** When the lease ends (unix ms); updated by extend(). */
+  readonly leaseUntilMs: number;
+  /** True once this worker completed, ACKed or NACKed the job. */
+  readonly finished: boolean;
+  /** False once the subscription holding the lease ended, or the job was finished. */
+  readonly held: boolean;
+  /** The request's content as UTF-8 text. */
+  readonly text: string;
+  /** Publishes the result and completes the job in one step; a 409 retry resolves with `duplicate: true`. Rejects with LeaseLostError when the job is no longer this worker's. */
+  complete(result?: string | Uint8Array, options?: CompleteOptions): Promise<PublishResult>;
+  /** Completes the job without a result. */
+  ack(): Promise<void>;
+  /** Gives the job back (NACK); offered again after `delaySecs` (default 0). */
+  fail(delaySecs?: number): Promise<void>;
+  /** Renews the lease from now; resolves the new end (unix ms). */
+  extend(leaseSecs?: number): Promise<number>;
+  /** Extends the lease every leaseSecs/3 until the returned function is called. */
+  keepAlive(leaseSecs?: number): () => void;
+}
+
+export interface WorkOptions extends Omit<JobsOptions, 'maxInFlight' | 'subId'> {
+  /** Jobs handled at once (the subscription's max_in_flight; default 1). */
+  concurrency?: number;
+  /** Stop taking jobs; work() resolves once the running handlers have finished. */
+  signal?: AbortSignal;
+  /** Stop after this many jobs. */
+  maxJobs?: number;
+  /** The result kind (default: request kind + 1000). */
+  resultKind?: number;
+  /** NACK delay in seconds after a handler threw, by attempt (default 1, 2, 4, … ≤ 300). */
+  retryDelaySecs?: (attempt: number) => number;
+  /** Handler failures, lost leases, refused completions. */
+  onError?: (error: unknown, job: Job) => void;
+}
+
+export interface RequestOptions {
+  /** Default 30000. */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
 export type ConnectionState = 'connecting' | 'open' | 'disconnected' | 'reconnecting' | 'closed';
 
 export class Relay {
@@ -169,10 +247,21 @@ export class Relay {
   on(name: 'state', listener: (state: ConnectionState, error: AxonError | null) => void): () => void;
   on(name: 'error', listener: (error: AxonError) => void): () => void;
   publish(fields: PublishFields | Event, options?: { retries?: number }): Promise<PublishResult>;
-  publishEvent(event: Event | object, options?: { retries?: number }): Promise<PublishResult>;
+  /** `ack` completes a job with this event (spec §14; Job.complete does this for you). */
+  publishEvent(event: Event | object, options?: { retries?: number; ack?: { sub_id: string; job: Uint8Array } }): Promise<PublishResult>;
   subscribe(filters: Filter | Filter[], options?: SubscribeOptions): AsyncIterableIterator<SubscriptionItem>;
   query(filters: Filter | Filter[], options?: { afterSeq?: number | null }): Promise<Event[]>;
   sendDm(recipient: string | Uint8Array, plaintext: string | Uint8Array, options?: { tags?: Tag[]; kind?: number; expiresIn?: number }): Promise<PublishResult>;
+  /** Joins the job queue `group` for job-request kinds (5000–5999): an async iterator of Jobs. */
+  jobs(group: string, kinds: number | number[], options?: JobsOptions): AsyncIterableIterator<Job>;
+  /**
+   * Runs `handler` per job (lease extended while it runs); a string/bytes return value is
+   * published as the result, undefined/null ACKs, a throw NACKs with backoff. Resolves the
+   * number of offers handled (a job offered again counts again).
+   */
+  work(group: string, kinds: number | number[], handler: (job: Job) => Promise<string | Uint8Array | null | undefined | void> | string | Uint8Array | null | undefined | void, options?: WorkOptions): Promise<number>;
+  /** Publishes a job request and resolves its first result (kind + 1000, `e` tag = the request id). */
+  request(fields: PublishFields | Event, options?: RequestOptions): Promise<Event>;
   allow(...keys: Array<string | Uint8Array>): Promise<PublishResult>;
   revoke(...keys: Array<string | Uint8Array>): Promise<PublishResult>;
   allowlist(): Promise<string[]>;
