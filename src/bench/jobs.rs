@@ -38,8 +38,9 @@ pub struct JobsParams {
 /// The one-line summary of a jobs run.
 pub fn summarize(metrics: &Metrics) -> String {
     format!(
-        "jobs: {} jobs/s completed by {} workers; offer latency p50 {} ms p99 {} ms",
+        "jobs: {} jobs/s ({} µs per job) completed by {} workers; offer latency p50 {} ms p99 {} ms",
         thousands(metrics.get("jobs_per_s")),
+        figure(metrics.get("us_per_job")),
         metrics.get("workers"),
         figure(metrics.get("offer_p50_ms")),
         figure(metrics.get("offer_p99_ms")),
@@ -71,7 +72,14 @@ pub async fn run(target: &Target, params: &JobsParams) -> CliResult<Report> {
     for index in 0..params.workers {
         let client = Client::connect(&relay.url, &relay.relay_url, &keys[0]).await?;
         let share = params.jobs / params.workers + usize::from(index < params.jobs % params.workers);
-        workers.push(tokio::spawn(work(client, group.clone(), params.in_flight, keys[0].clone(), clocks.clone(), share)));
+        workers.push(tokio::spawn(work(
+            client,
+            group.clone(),
+            params.in_flight,
+            keys[0].clone(),
+            clocks.clone(),
+            share,
+        )));
     }
     if !params.prefill {
         publish_all(&publisher, &jobs, &clocks, true).await?;
@@ -84,6 +92,7 @@ pub async fn run(target: &Target, params: &JobsParams) -> CliResult<Report> {
     let latency = Latency::of(latencies);
     let mut metrics = Metrics::default();
     metrics.set("jobs_per_s", rate(params.jobs as u64, elapsed));
+    metrics.set("us_per_job", elapsed.as_secs_f64() * 1e6 / params.jobs.max(1) as f64);
     metrics.set("workers", params.workers as f64);
     metrics.set_latency(["offer_p50_ms", "offer_p90_ms", "offer_p99_ms"], &latency);
     let mut report = Report { metrics, details: Vec::new(), summarize };
@@ -92,7 +101,11 @@ pub async fn run(target: &Target, params: &JobsParams) -> CliResult<Report> {
         params.jobs,
         params.workers,
         params.in_flight,
-        if params.prefill { "all pending before the workers joined" } else { "published while they worked" },
+        if params.prefill {
+            "all pending before the workers joined (latency counts from the join: the backlog's wait)"
+        } else {
+            "published while they worked (latency counts from each publish)"
+        },
         latency.describe()
     ));
     relay.report_peak_rss(&mut report);
