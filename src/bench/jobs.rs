@@ -6,6 +6,7 @@
 //! reaching a worker.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,18 +69,12 @@ pub async fn run(target: &Target, params: &JobsParams) -> CliResult<Report> {
             clocks.insert(job.id, started);
         }
     }
+    let progress = Arc::new(Progress::new(params.jobs));
     let mut workers = Vec::with_capacity(params.workers);
-    for index in 0..params.workers {
+    for _ in 0..params.workers {
         let client = Client::connect(&relay.url, &relay.relay_url, &keys[0]).await?;
-        let share = params.jobs / params.workers + usize::from(index < params.jobs % params.workers);
-        workers.push(tokio::spawn(work(
-            client,
-            group.clone(),
-            params.in_flight,
-            keys[0].clone(),
-            clocks.clone(),
-            share,
-        )));
+        let worker = Worker { group: group.clone(), in_flight: params.in_flight, key: keys[0].clone() };
+        workers.push(tokio::spawn(worker.run(client, clocks.clone(), progress.clone())));
     }
     if !params.prefill {
         publish_all(&publisher, &jobs, &clocks, true).await?;
@@ -147,44 +142,70 @@ async fn publish_all(publisher: &Client, jobs: &[Event], clocks: &Clocks, stamp:
     Ok(())
 }
 
-/// One worker: takes `share` jobs and completes each with a signed result carrying `ack`;
-/// returns each job's offer latency (ns).
-async fn work(
-    client: Client,
+/// Jobs completed so far, and the signal that all are.
+struct Progress {
+    total: usize,
+    completed: AtomicUsize,
+    all_done: tokio::sync::watch::Sender<bool>,
+}
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        Progress { total, completed: AtomicUsize::new(0), all_done: tokio::sync::watch::Sender::new(total == 0) }
+    }
+
+    fn complete_one(&self) {
+        if self.completed.fetch_add(1, Ordering::SeqCst) + 1 >= self.total {
+            self.all_done.send_replace(true);
+        }
+    }
+}
+
+/// One worker of the group.
+struct Worker {
     group: String,
     in_flight: u64,
     key: SigningKey,
-    clocks: Clocks,
-    share: usize,
-) -> CliResult<Vec<u64>> {
-    let filter = Filter { kinds: Some(vec![JOB_KIND]), ..Filter::default() };
-    let mut offers = client.subscribe_queue("work", &group, vec![filter], 60, in_flight).await?;
-    let client = Arc::new(client);
-    let mut latencies = Vec::with_capacity(share);
-    let mut completions = Vec::with_capacity(share);
-    while latencies.len() < share {
-        let job = match offers.next().await {
-            Some(QueueItem::Job { event, .. }) => event,
-            Some(QueueItem::Ended(error)) => return Err(format!("the queue ended: {}", error.message).into()),
-            None => return Err("the connection closed".into()),
-        };
-        let offered = Instant::now();
-        let since = crate::sync::lock(&clocks).get(&job.id).copied().unwrap_or(offered);
-        latencies.push(offered.saturating_duration_since(since).as_nanos() as u64);
-        completions.push(tokio::spawn(complete(client.clone(), key.clone(), job)));
+}
+
+impl Worker {
+    /// Takes offers and completes each with a signed result carrying `ack` until every
+    /// job of the run is completed (by any worker); returns each offer's latency (ns).
+    async fn run(self, client: Client, clocks: Clocks, progress: Arc<Progress>) -> CliResult<Vec<u64>> {
+        let filter = Filter { kinds: Some(vec![JOB_KIND]), ..Filter::default() };
+        let mut offers = client.subscribe_queue("work", &self.group, vec![filter], 60, self.in_flight).await?;
+        let client = Arc::new(client);
+        let mut all_done = progress.all_done.subscribe();
+        let mut latencies = Vec::new();
+        let mut completions = Vec::new();
+        loop {
+            let job = tokio::select! {
+                _ = all_done.wait_for(|done| *done) => break,
+                item = offers.next() => match item {
+                    Some(QueueItem::Job { event, .. }) => event,
+                    Some(QueueItem::Ended(error)) => return Err(format!("the queue ended: {}", error.message).into()),
+                    None => return Err("the connection closed".into()),
+                },
+            };
+            let offered = Instant::now();
+            let since = crate::sync::lock(&clocks).get(&job.id).copied().unwrap_or(offered);
+            latencies.push(offered.saturating_duration_since(since).as_nanos() as u64);
+            completions.push(tokio::spawn(complete(client.clone(), self.key.clone(), job, progress.clone())));
+        }
+        for outcome in join_all(completions).await {
+            outcome.map_err(|error| format!("a completion failed: {error}"))??;
+        }
+        Ok(latencies)
     }
-    for outcome in join_all(completions).await {
-        outcome.map_err(|error| format!("a completion failed: {error}"))??;
-    }
-    Ok(latencies)
 }
 
 /// Publishes the result of `job` with `ack` (kind + 1000, an `e` tag naming the job).
-async fn complete(client: Arc<Client>, key: SigningKey, job: Box<Event>) -> CliResult<()> {
+async fn complete(client: Arc<Client>, key: SigningKey, job: Box<Event>, progress: Arc<Progress>) -> CliResult<()> {
     let tags = vec![Tag { name: "e".into(), values: vec![hex::encode(job.id)] }];
     let result = Event::sign(&key, crate::relay::unix_now(), JOB_KIND + 1000, b"done".to_vec(), tags)?;
     tokio::time::timeout(Duration::from_secs(60), client.publish_ack(&result, "work", job.id))
         .await
         .map_err(|_| "no answer to a completing publish within 60 s")??;
+    progress.complete_one();
     Ok(())
 }
