@@ -755,16 +755,14 @@ mod tests {
         assert_eq!(offered(&offers), vec![("a", 3, 1)], "the slot is free again; only job 3 is left");
     }
 
-    /// 10,000 pending jobs and 100 members: one offer (and its completion) stays well
-    /// under a millisecond. Debug builds are slow, so the bound here is loose; the
-    /// figure is printed.
+    /// 10,000 pending jobs and 100 members: every completion frees exactly one slot and
+    /// gets exactly one new offer (speed is measured by `axon bench jobs`, not here).
     #[test]
-    fn offers_stay_fast_with_10000_pending_jobs_and_100_members() {
+    fn each_completion_brings_one_offer_with_10000_pending_jobs_and_100_members() {
         let mut engine = engine(10_000);
         let members: Vec<MemberId> = (0..100).map(|_| engine.join("g", 0, spec("m", 1), 0).0).collect();
         let (offers, _) = engine.offers(0);
         assert_eq!(offers.len(), 100);
-        let started = std::time::Instant::now();
         let rounds = 2000;
         for round in 0..rounds {
             let member = members[round % 100];
@@ -774,8 +772,5 @@ mod tests {
             engine.finish(&completion, true, 1);
             assert_eq!(engine.offers(1).0.len(), 1);
         }
-        let per_offer = started.elapsed() / rounds as u32;
-        eprintln!("complete + offer with 10,000 pending and 100 members: {per_offer:?}");
-        assert!(per_offer < std::time::Duration::from_millis(5), "{per_offer:?}");
     }
 }
