@@ -587,11 +587,16 @@ fn read_optional_uint(reader: &mut Reader<'_>, what: &str) -> Result<Option<u64>
 }
 
 fn read_sub_id(reader: &mut Reader<'_>) -> Result<String, ProtocolError> {
-    let sub_id = reader.read_str("sub_id")?;
-    if sub_id.is_empty() || sub_id.len() > MAX_SUB_ID_BYTES {
-        return Err(ProtocolError::invalid(format!("sub_id must be 1..={MAX_SUB_ID_BYTES} bytes")));
+    read_name(reader, "sub_id", MAX_SUB_ID_BYTES)
+}
+
+/// Reads a str of 1..=`max` bytes (a `sub_id` or a `group`).
+fn read_name(reader: &mut Reader<'_>, what: &str, max: usize) -> Result<String, ProtocolError> {
+    let name = reader.read_str(what)?;
+    if name.is_empty() || name.len() > max {
+        return Err(ProtocolError::invalid(format!("{what} must be 1..={max} bytes")));
     }
-    Ok(sub_id.to_owned())
+    Ok(name.to_owned())
 }
 
 fn read_auth(reader: &mut Reader<'_>) -> Result<Frame, ProtocolError> {
@@ -648,11 +653,7 @@ fn read_subscribe(reader: &mut Reader<'_>) -> Result<Frame, ProtocolError> {
 }
 
 fn read_group(reader: &mut Reader<'_>) -> Result<String, ProtocolError> {
-    let group = reader.read_str("group")?;
-    if group.is_empty() || group.len() > MAX_GROUP_BYTES {
-        return Err(ProtocolError::invalid(format!("group must be 1..={MAX_GROUP_BYTES} bytes")));
-    }
-    Ok(group.to_owned())
+    read_name(reader, "group", MAX_GROUP_BYTES)
 }
 
 /// Reads a `{"sub_id": str, "job": bin32}` map (PUBLISH's `ack`).
