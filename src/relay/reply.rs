@@ -41,6 +41,9 @@ pub fn store_error(error: &StoreError) -> ProtocolError {
         StoreError::Closed => {
             ProtocolError::new(ErrorCode::Unavailable, "the relay is shutting down").retry_after(retry::DRAIN)
         }
+        StoreError::Unavailable(reason) => {
+            ProtocolError::new(ErrorCode::Unavailable, format!("{reason}; try again")).retry_after(retry::CLUSTER_LOG)
+        }
     }
 }
 

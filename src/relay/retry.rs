@@ -14,3 +14,7 @@ pub const DRAIN: Duration = Duration::from_millis(1000);
 /// Full disk: an operator must free space, which takes a while; retrying every second
 /// would only flood the log.
 pub const DISK_FULL: Duration = Duration::from_millis(5000);
+
+/// A cluster's log (spec §16) is unreachable or this node has not yet applied the seq a
+/// resume asked for: NATS reconnects and the applier catches up within moments.
+pub const CLUSTER_LOG: Duration = Duration::from_millis(1000);

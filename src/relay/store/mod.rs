@@ -82,6 +82,10 @@ pub enum StoreError {
     /// The writer has stopped (shutting down).
     #[error("storage is shutting down")]
     Closed,
+    /// A cluster's log (spec §16) cannot be reached or has not answered in time, or this
+    /// node has not yet applied what was asked; nothing was acknowledged. Try again.
+    #[error("cluster log unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {
@@ -94,6 +98,7 @@ impl StoreError {
             StoreError::Busy(_) => "busy",
             StoreError::Storage(_) => "storage",
             StoreError::Closed => "closed",
+            StoreError::Unavailable(_) => "log-unavailable",
         }
     }
 }
@@ -343,6 +348,14 @@ pub trait EventStore: Send + Sync + 'static {
     /// Up to `page` events matching any filter in the window, oldest first by seq.
     fn replay_page(&self, window: &Window<'_>, page: usize) -> Result<Vec<StoredRow>, StoreError>;
 
+    /// Resolves once the events with seq ≤ `after` that the log holds are queryable here
+    /// (spec §16: a resume from a seq in the log but not yet applied on this node waits,
+    /// bounded). A single log always is: the default resolves at once.
+    fn caught_up_to(&self, after: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+        let _ = after;
+        Box::pin(async { Ok(()) })
+    }
+
     /// The highest seq ever assigned (0 for an empty log), deleted events included.
     fn last_seq(&self) -> Result<u64, StoreError>;
 
@@ -376,6 +389,12 @@ impl Store {
     /// The highest seq ever assigned (0 for an empty log). Blocking.
     pub fn last_seq(&self) -> Result<u64, StoreError> {
         self.backend.last_seq()
+    }
+
+    /// Waits (bounded) until every event with seq ≤ `after` in the log is queryable here;
+    /// [`StoreError::Unavailable`] if that does not happen in time.
+    pub async fn caught_up_to(&self, after: u64) -> Result<(), StoreError> {
+        self.backend.caught_up_to(after).await
     }
 
     /// Stores an event; resolves once it is committed (Ok(seq)) or refused.

@@ -1,6 +1,7 @@
 //! SQLite storage: one writer thread that commits in groups, a pool of readers, and a
 //! checkpoint thread. The only module that knows SQLite; the relay sees [`EventStore`].
 
+mod apply;
 mod backup;
 mod checkpoint;
 mod jobs;
@@ -21,6 +22,7 @@ use super::{
     Window,
 };
 
+pub use apply::{LogBatch, LogReply};
 pub use backup::backup_file;
 pub use jobs::{report as jobs_report, DeadJob, GroupReport};
 
@@ -65,6 +67,11 @@ enum WriteRequest {
         cursor: UpstreamCursor,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Events from a cluster log with their log seqs and the log cursor (spec §16).
+    Log {
+        batch: LogBatch,
+        reply: LogReply,
+    },
 }
 
 /// A SQLite event log: cheap to share behind an `Arc`.
@@ -102,6 +109,20 @@ impl SqliteStore {
             readers: Mutex::new(Vec::new()),
             _checkpoints: stop_checkpoints,
         })
+    }
+
+    /// Commits events taken from a cluster log (spec §16) with the seqs the log gave them
+    /// and the log cursor, in one transaction; the commit hook runs as for any commit.
+    /// Returns per event whether it was inserted (false: its id was already stored).
+    pub async fn apply_log(&self, batch: LogBatch) -> Result<Vec<bool>, StoreError> {
+        let (reply, receiver) = oneshot::channel();
+        self.writes.send(WriteRequest::Log { batch, reply }).await.map_err(|_| StoreError::Closed)?;
+        receiver.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The highest seq stored or deleted (SQLite's own counter), whatever its origin.
+    pub fn local_last_seq(&self) -> Result<u64, StoreError> {
+        self.read(query::last_seq)
     }
 
     /// Runs `work` on a pooled read connection (blocking: call from a blocking thread).

@@ -50,6 +50,10 @@ fn run(mut connection: Connection, mut receiver: mpsc::Receiver<WriteRequest>, m
                     commit_batch(&mut connection, &mut inserts, &mut cursors, hook.as_mut());
                     let _ = reply.send(super::jobs::write(&mut connection, &writes));
                 }
+                WriteRequest::Log { batch, reply } => {
+                    commit_batch(&mut connection, &mut inserts, &mut cursors, hook.as_mut());
+                    super::apply::commit(&mut connection, batch, reply, hook.as_mut());
+                }
                 WriteRequest::Prune { rule, limit, reply } => {
                     // Commit what is gathered first so order is kept.
                     commit_batch(&mut connection, &mut inserts, &mut cursors, hook.as_mut());

@@ -1,0 +1,97 @@
+//! Events from a cluster log (spec §16) inserted with the seqs the log gave them, in one
+//! transaction with the log cursor, on the writer thread; then the commit hook.
+
+use std::sync::Arc;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
+
+use super::{Accepted, BatchStats, CommitHook, Committed, StoreError, UpstreamCursor};
+
+/// Events taken from the log in log order, each with its log seq, and the cursor (the
+/// highest log seq handled, events skipped included) stored with them.
+#[derive(Debug)]
+pub struct LogBatch {
+    /// `(seq, event)`, seqs strictly increasing and above every stored seq.
+    pub events: Vec<(u64, Arc<Accepted>)>,
+    /// The log's position after this batch.
+    pub cursor: UpstreamCursor,
+}
+
+/// The answer to a [`LogBatch`]: per event, true if inserted, false if its id was
+/// already stored (a copy that got into the log twice).
+pub type LogReply = oneshot::Sender<Result<Vec<bool>, StoreError>>;
+
+/// Inserts the batch, commits, runs the hook with what was inserted, then answers.
+pub fn commit(connection: &mut Connection, batch: LogBatch, reply: LogReply, hook: &mut dyn CommitHook) {
+    let started = std::time::Instant::now();
+    match insert(connection, &batch) {
+        Ok(inserted) => {
+            let stats = BatchStats { requests: batch.events.len(), elapsed: started.elapsed() };
+            let committed: Vec<Committed> = batch
+                .events
+                .iter()
+                .zip(&inserted)
+                .filter(|(_, inserted)| **inserted)
+                .map(|((seq, accepted), _)| Committed { seq: *seq, accepted: accepted.clone() })
+                .collect();
+            hook.committed(&committed, stats);
+            let _ = reply.send(Ok(inserted));
+        }
+        Err(error) => {
+            tracing::error!(%error, class = error.class(), events = batch.events.len(), "applying the cluster log failed; nothing of the batch was stored");
+            hook.failed(&error);
+            let _ = reply.send(Err(error));
+        }
+    }
+}
+
+fn insert(connection: &mut Connection, batch: &LogBatch) -> Result<Vec<bool>, StoreError> {
+    let transaction = connection.transaction()?;
+    let mut inserted = Vec::with_capacity(batch.events.len());
+    {
+        // No conflict target: a known id (or, never expected, a taken seq) is skipped.
+        let mut insert_event = transaction.prepare_cached(
+            "INSERT INTO events (seq, id, pubkey, created_at, kind, expires_at, raw)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING RETURNING seq",
+        )?;
+        let mut insert_tag = transaction
+            .prepare_cached("INSERT INTO tags (name, value, kind, created_at, seq) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        for (seq, accepted) in &batch.events {
+            let event = &accepted.event;
+            let seq = (*seq).min(i64::MAX as u64) as i64;
+            let created_at = event.created_at.min(i64::MAX as u64) as i64;
+            let expires_at = accepted.expires_at.map(|time| time.min(i64::MAX as u64) as i64);
+            let stored: Option<i64> = insert_event
+                .query_row(
+                    params![
+                        seq,
+                        &event.id[..],
+                        &event.pubkey[..],
+                        created_at,
+                        event.kind,
+                        expires_at,
+                        &accepted.raw[..]
+                    ],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if stored.is_some() {
+                for tag in &event.tags {
+                    if let Some(value) = tag.first_value() {
+                        insert_tag.execute(params![tag.name, value, event.kind, created_at, seq])?;
+                    }
+                }
+            }
+            inserted.push(stored.is_some());
+        }
+        transaction
+            .prepare_cached(
+                "INSERT INTO mirror_state (upstream, last_seq) VALUES (?1, ?2)
+                 ON CONFLICT (upstream) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+            )?
+            .execute(params![batch.cursor.upstream, batch.cursor.last_seq.min(i64::MAX as u64) as i64])?;
+    }
+    transaction.commit()?;
+    Ok(inserted)
+}
