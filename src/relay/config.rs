@@ -239,6 +239,8 @@ pub struct RelayConfig {
     pub mirrors: Vec<super::mirror::MirrorConfig>,
     /// Job queues.
     pub jobs: JobsConfig,
+    /// A cluster of relays on one NATS JetStream log (spec §16); `None`: one relay.
+    pub cluster: Option<super::cluster::ClusterConfig>,
 }
 
 impl Default for RelayConfig {
@@ -253,6 +255,7 @@ impl Default for RelayConfig {
             retention: RetentionConfig::default(),
             mirrors: Vec::new(),
             jobs: JobsConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -315,6 +318,12 @@ impl RelayConfig {
             return Err(invalid("jobs.max_attempts", "must be at least 1"));
         }
         self.retention.validate()?;
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
+            if !self.mirrors.is_empty() {
+                return Err(invalid("mirrors", "cannot be combined with `cluster` (not supported yet)"));
+            }
+        }
         super::mirror::config::validate(&self.mirrors)
     }
 

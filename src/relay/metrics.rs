@@ -41,6 +41,8 @@ pub struct Metrics {
     pub mirrors: super::mirror::MirrorMetrics,
     /// Job queues per group and state (pending, leased, done, dead, redeliveries).
     pub jobs: IntGaugeVec,
+    /// A cluster node's log state (spec §16).
+    pub cluster: super::cluster::ClusterMetrics,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -109,6 +111,7 @@ impl Metrics {
             ),
             outbound_bytes: gauge(&registry, "axon_outbound_bytes", "Bytes queued in outbound queues, all connections"),
             mirrors: super::mirror::MirrorMetrics::new(&registry),
+            cluster: super::cluster::ClusterMetrics::new(&registry),
             jobs: register(
                 &registry,
                 IntGaugeVec::new(

@@ -1,6 +1,7 @@
 //! The relay server: sockets, storage, fan-out (spec §6–§11).
 
 pub mod access;
+pub mod cluster;
 pub mod compact;
 pub mod config;
 pub mod connection;
@@ -53,6 +54,9 @@ pub enum RelayError {
     /// The database could not be opened or migrated.
     #[error("database: {0}")]
     Store(#[from] StoreError),
+    /// The cluster's log (spec §16) could not be used.
+    #[error("cluster: {0}")]
+    Cluster(#[from] cluster::ClusterError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -90,6 +94,8 @@ pub struct RelayState {
     pub outbound_bytes: Arc<OutboundBytes>,
     /// Upstreams this relay copies from (spec §17).
     pub mirrors: mirror::Mirrors,
+    /// The cluster's log behind the store, when this relay is a cluster node (spec §16).
+    pub cluster: Option<Arc<cluster::ClusterStore>>,
     serving: AtomicBool,
     next_conn: AtomicU64,
     shutdown: watch::Receiver<bool>,
@@ -115,7 +121,11 @@ impl RelayState {
     pub fn reload(&self, config: RelayConfig) -> Result<(), ConfigError> {
         config.validate()?;
         let current = self.config();
-        for (key, changed) in [("addr", config.addr != current.addr), ("db", config.db != current.db)] {
+        for (key, changed) in [
+            ("addr", config.addr != current.addr),
+            ("db", config.db != current.db),
+            ("cluster", config.cluster != current.cluster),
+        ] {
             if changed {
                 return Err(ConfigError::Invalid {
                     key: key.into(),
@@ -230,10 +240,13 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
         metrics: metrics.clone(),
         health: health.clone(),
     };
-    let store = Store::open_sqlite(&config.db, Box::new(hook))?;
+    let (store, cluster) = open_store(&config, Box::new(hook), metrics.clone()).await?;
     replay_admin_log(&store, &access)?;
     fanout.set_fanned_through(store.last_seq()?);
     jobs.load(&store).await?;
+    if let Some(cluster) = &cluster {
+        cluster.start_applying().await;
+    }
     let addr = config.addr.clone();
     let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|source| RelayError::Bind { addr, source })?;
     let local_addr = listener.local_addr().map_err(|source| RelayError::Bind { addr: config.addr.clone(), source })?;
@@ -252,6 +265,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
         health,
         outbound_bytes: Arc::new(OutboundBytes::default()),
         mirrors: mirror::Mirrors::default(),
+        cluster,
         serving: AtomicBool::new(true),
         next_conn: AtomicU64::new(1),
         shutdown: shutdown_receiver,
@@ -261,6 +275,21 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
     state.mirrors.bind(&state);
     state.mirrors.apply(mirrors);
     Ok(RelayHandle { local_addr, state, shutdown, server })
+}
+
+/// The event log: the SQLite file, or with `cluster:` the cluster's log in front of it.
+async fn open_store(
+    config: &RelayConfig,
+    hook: Box<dyn CommitHook>,
+    metrics: Arc<Metrics>,
+) -> Result<(Store, Option<Arc<cluster::ClusterStore>>), RelayError> {
+    match &config.cluster {
+        None => Ok((Store::open_sqlite(&config.db, hook)?, None)),
+        Some(settings) => {
+            let cluster = Arc::new(cluster::ClusterStore::open(&config.db, settings, hook, metrics).await?);
+            Ok((Store::new(cluster.clone()), Some(cluster)))
+        }
+    }
 }
 
 /// Re-applies every stored ALLOW/REVOKE in seq order.

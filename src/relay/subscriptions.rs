@@ -49,6 +49,14 @@ impl Subscriptions {
             self.outbound.push(sub_error_frame(&error, &sub_id)).await;
             return;
         }
+        if config.cluster.is_some() {
+            // 400, not 503: retrying on this relay cannot succeed.
+            let error = ProtocolError::invalid(
+                "job queues (spec §14) are not supported on a clustered relay yet; use a single relay for job queues",
+            );
+            self.outbound.push(sub_error_frame(&error, &sub_id)).await;
+            return;
+        }
         if let Err(error) = super::jobs::check_queue_filters(&queue) {
             self.outbound.push(sub_error_frame(&error, &sub_id)).await;
             return;
@@ -93,6 +101,13 @@ impl Subscriptions {
             return;
         }
         let Subscribe { sub_id, filters, after_seq } = subscribe;
+        if let Some(after) = after_seq {
+            // A cluster node first applies the log through `after` (spec §16).
+            if let Err(error) = self.state.store.caught_up_to(after).await {
+                self.outbound.push(sub_error_frame(&store_error(&error), &sub_id)).await;
+                return;
+            }
+        }
         self.state.jobs.unsubscribe(&self.state.store, self.conn, &sub_id);
         self.names.insert(sub_id.clone());
         let registered = self.state.fanout.subscribe(
