@@ -33,6 +33,8 @@ enum Command {
     Dm(axon_relay::cli::dm::DmArgs),
     /// Mirrors (spec §17): `axon mirror status` shows each upstream's state.
     Mirror(axon_relay::cli::mirror::MirrorArgs),
+    /// Clusters (spec §16): `axon cluster status` shows each node's view of the log.
+    Cluster(axon_relay::cli::cluster::ClusterArgs),
     #[command(flatten)]
     Tool(axon_relay::cli::tools::ToolCommand),
     /// Write the spec §13 test vectors into a directory.
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => axon_relay::cli::bench::run(args),
         Command::Dm(args) => axon_relay::cli::dm::run(args),
         Command::Mirror(args) => axon_relay::cli::mirror::run(args),
+        Command::Cluster(args) => axon_relay::cli::cluster::run(args),
         Command::Tool(command) => axon_relay::cli::tools::run(command),
         Command::Vectors { dir } => axon_relay::cli::write_vectors(&dir),
     };

@@ -559,3 +559,59 @@ async fn random_publishes_with_a_restart_leave_every_node_with_the_same_log() {
     expected.push(marker);
     assert_every_node_replays(&cluster, &[1, 2], &expected).await;
 }
+
+/// `GET path` on a node's port: (status, body).
+async fn http_get_url(ws_url: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = ws_url.trim_start_matches("ws://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("status");
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_and_cluster_status_report_each_nodes_log_state() {
+    let Some(mut cluster) = Cluster::start(2) else { return };
+    let client = cluster.connect(0, &alice()).await;
+    let seq = client.publish(&note("health")).await.expect("OK").expect("seq");
+    assert_every_node_replays(&cluster, &[1], &replay(&cluster.url(0), 0).await).await;
+    for node in 0..2 {
+        let (status, body) = http_get_url(&cluster.url(node), "/health").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("ok\nnats: connected\n"), "{body}");
+        assert!(body.contains(&format!("applied_seq: {seq}\n")), "{body}");
+        let (_, metrics) = http_get_url(&cluster.url(node), "/metrics").await;
+        assert!(metrics.contains(&format!("axon_cluster_applied_seq {seq}")), "{metrics}");
+        assert!(metrics.contains("axon_cluster_nats_connected 1"), "{metrics}");
+    }
+    let urls = format!("{},{}", cluster.url(0), cluster.url(1));
+    let status = Command::new(env!("CARGO_BIN_EXE_axon")).args(["cluster", "status", "--url", &urls]).output();
+    let status = status.expect("axon cluster status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{text}");
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text
+        .lines()
+        .all(|line| line.contains("nats_connected=true") && line.contains(&format!("applied_seq={seq}"))));
+    // Without NATS a node cannot acknowledge anything: /health says so (503).
+    cluster.nats.stop();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (status, body) = http_get_url(&cluster.url(0), "/health").await;
+        if status == 503 {
+            assert!(body.contains("not connected to the cluster log"), "{body}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "/health still {status} without NATS: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = Command::new(env!("CARGO_BIN_EXE_axon")).args(["cluster", "status", "--url", &urls]).output();
+    assert!(!status.expect("axon cluster status").status.success(), "non-zero while a node is disconnected");
+    cluster.nats.spawn();
+    let _ = &mut cluster;
+}

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod backup;
 pub mod bench;
+pub mod cluster;
 pub mod common;
 pub mod dm;
 pub mod import;

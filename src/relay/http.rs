@@ -210,15 +210,22 @@ pub fn route(head: &RequestHead, state: &RelayState) -> Response {
     }
     let wants_json = head.header("accept").is_some_and(|accept| accept.contains("application/json"));
     match head.path.split('?').next().unwrap_or_default() {
-        "/health" if serving => match state.health.problem() {
-            None => text(200, "ok"),
-            Some(problem) => text(503, &format!("unavailable: {problem}\n")),
+        "/health" if serving => match (state.health.problem(), &state.cluster) {
+            (None, None) => text(200, "ok"),
+            (Some(problem), _) => text(503, &format!("unavailable: {problem}\n")),
+            (None, Some(cluster)) => {
+                let (status, body) = super::cluster::health(&cluster.status());
+                text(status, &body)
+            }
         },
         "/health" => text(503, "unavailable"),
         "/info" => json_response(config, state),
         "/metrics" => {
             state.metrics.outbound_bytes.set(state.outbound_bytes.queued() as i64);
             state.jobs.export(&state.metrics);
+            if let Some(cluster) = &state.cluster {
+                cluster.status(); // refreshes the cluster gauges
+            }
             Response {
                 status: 200,
                 content_type: "text/plain; version=0.0.4",
@@ -238,6 +245,9 @@ fn json_response(config: &RelayConfig, state: &RelayState) -> Response {
     let mut document = info_document(config);
     // Spec §17: each upstream's url and state (never its key).
     document["mirrors"] = state.mirrors.info(&state.metrics.mirrors);
+    if let Some(cluster) = &state.cluster {
+        document["cluster"] = cluster.info();
+    }
     Response { status: 200, content_type: "application/json", body: document.to_string() }
 }
 

@@ -45,7 +45,9 @@ impl Applier {
             };
             match outcome {
                 Err(ClusterError::Apply(StoreError::Closed)) => return,
-                Err(error) => tracing::warn!(%error, from = start, "reading the cluster log; retrying"),
+                Err(error) => {
+                    tracing::warn!(%error, applied = self.progress.applied(), "reading the cluster log; retrying")
+                }
                 Ok(()) => {}
             }
             tokio::time::sleep(RETRY).await;

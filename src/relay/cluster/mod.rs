@@ -180,6 +180,19 @@ impl ClusterStore {
         status
     }
 
+    /// `/info`'s `cluster` object: the stream and this node's status.
+    pub fn info(&self) -> serde_json::Value {
+        let status = self.status();
+        serde_json::json!({
+            "stream": self.config.stream,
+            "replicas": self.config.replicas,
+            "nats_connected": status.connected,
+            "applied_seq": status.applied_seq,
+            "log_seq": status.log_seq,
+            "lag": status.lag,
+        })
+    }
+
     /// Publishes an event to the log and returns the pending OK: the seq once applied
     /// here, [`StoreError::Duplicate`] if the log or the index already held it.
     async fn publish(&self, accepted: Arc<Accepted>) -> Result<PendingCommit, StoreError> {
@@ -198,6 +211,23 @@ impl ClusterStore {
             let _ = reply.send(outcome);
         });
         Ok(pending)
+    }
+}
+
+/// `/health` of a cluster node whose storage is fine: 200 while connected to NATS, else
+/// 503 (it cannot acknowledge anything); the body names the applied seq and the lag.
+pub fn health(status: &ClusterStatus) -> (u16, String) {
+    let details = format!(
+        "nats: {}\napplied_seq: {}\nlog_seq: {}\nlag: {}\n",
+        if status.connected { "connected" } else { "disconnected" },
+        status.applied_seq,
+        status.log_seq,
+        status.lag
+    );
+    if status.connected {
+        (200, format!("ok\n{details}"))
+    } else {
+        (503, format!("unavailable: not connected to the cluster log (NATS)\n{details}"))
     }
 }
 
