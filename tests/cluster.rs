@@ -615,3 +615,31 @@ async fn health_metrics_and_cluster_status_report_each_nodes_log_state() {
     cluster.nats.spawn();
     let _ = &mut cluster;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ephemeral_event_reaches_live_subscribers_on_every_node_once() {
+    let Some(cluster) = Cluster::start(3) else { return };
+    let mut subscriptions = Vec::new();
+    let mut readers = Vec::new();
+    for node in 0..3 {
+        let reader = cluster.connect(node, &bob()).await;
+        let filter = Filter { kinds: Some(vec![3000, 1000]), ..Filter::default() };
+        let mut subscription = reader.subscribe("progress", vec![filter], None).await.expect("subscribe");
+        subscription.stored().await.expect("EOSE");
+        subscriptions.push(subscription);
+        readers.push(reader);
+    }
+    let publisher = cluster.connect(0, &alice()).await;
+    let progress = event(&alice(), 3000, "50%", vec![]);
+    assert_eq!(publisher.publish(&progress).await.expect("OK"), None, "ephemeral: no seq");
+    // A stored event after it: every node delivers the ephemeral event (seq 0) once,
+    // and nothing else before the stored one.
+    let stored = note("after the progress");
+    let seq = publisher.publish(&stored).await.expect("OK").expect("seq");
+    for (node, subscription) in subscriptions.iter_mut().enumerate() {
+        let mut received = vec![next_live(subscription).await, next_live(subscription).await];
+        received.sort_by_key(|(_, seq)| *seq);
+        let received: Vec<_> = received.into_iter().map(|(event, seq)| (event.id, seq)).collect();
+        assert_eq!(received, vec![(progress.id, 0), (stored.id, seq)], "node {node}");
+    }
+}

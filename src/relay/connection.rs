@@ -382,6 +382,9 @@ impl Session {
             }
             Ok(Admitted::Ephemeral(accepted)) => {
                 self.state.fanout.dispatch_ephemeral(&accepted.event, &accepted.raw);
+                if let Some(cluster) = &self.state.cluster {
+                    cluster.send_ephemeral(accepted.raw.clone()).await; // to the other nodes (spec §16)
+                }
                 self.state.metrics.events_accepted.inc();
                 self.outbound.push(ok_frame(accepted.event.id, None)).await;
             }

@@ -246,6 +246,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
     jobs.load(&store).await?;
     if let Some(cluster) = &cluster {
         cluster.start_applying().await;
+        cluster.receive_ephemerals(fanout.clone()).await?;
     }
     let addr = config.addr.clone();
     let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|source| RelayError::Bind { addr, source })?;

@@ -121,6 +121,11 @@ impl Log {
         consumer.messages().await.map_err(|error| ClusterError::Consumer(error.to_string()))
     }
 
+    /// The NATS connection (shared).
+    pub fn client(&self) -> async_nats::Client {
+        self.client.clone()
+    }
+
     /// True while connected to a NATS server.
     pub fn connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected

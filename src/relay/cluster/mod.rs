@@ -9,6 +9,7 @@
 
 mod applier;
 mod config;
+mod ephemeral;
 mod log;
 mod metrics;
 mod progress;
@@ -25,6 +26,7 @@ use super::store::{
     Prune, SqliteStore, StoreError, StoredRow, Window,
 };
 use applier::Applier;
+use ephemeral::Ephemerals;
 use log::Log;
 use progress::Progress;
 
@@ -91,6 +93,7 @@ pub struct ClusterStore {
     progress: Arc<Progress>,
     config: ClusterConfig,
     metrics: Arc<Metrics>,
+    ephemerals: Arc<Ephemerals>,
     /// Taken by [`ClusterStore::start_applying`].
     pending_start: Mutex<Option<Applier>>,
 }
@@ -126,6 +129,7 @@ impl ClusterStore {
                 config.stream
             )));
         }
+        let ephemerals = Arc::new(Ephemerals::new(log.client(), &config.stream));
         let progress = Arc::new(Progress::new(cursor));
         progress.saw_log_seq(log_last);
         let applier = Applier {
@@ -140,8 +144,22 @@ impl ClusterStore {
             progress,
             config: config.clone(),
             metrics,
+            ephemerals,
             pending_start: Mutex::new(Some(applier)),
         })
+    }
+
+    /// Delivers the ephemeral events other nodes accepted to this node's live
+    /// subscriptions (spec §5, §16), in a background task.
+    pub async fn receive_ephemerals(&self, fanout: Arc<super::fanout::Fanout>) -> Result<(), ClusterError> {
+        let messages = self.ephemerals.subscribe().await?;
+        tokio::spawn(self.ephemerals.clone().deliver(messages, fanout));
+        Ok(())
+    }
+
+    /// Sends an ephemeral event this node accepted (and delivered itself) to the others.
+    pub async fn send_ephemeral(&self, raw: bytes::Bytes) {
+        self.ephemerals.send(raw).await;
     }
 
     /// Starts applying the log and waits until this node has applied what the log held
