@@ -643,3 +643,24 @@ async fn an_ephemeral_event_reaches_live_subscribers_on_every_node_once() {
         assert_eq!(received, vec![(progress.id, 0), (stored.id, seq)], "node {node}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_relays_database_is_refused_as_a_cluster_index_with_instructions() {
+    let Some(cluster) = Cluster::start(1) else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let single = ChildRelay::spawn(dir.path(), &child_yaml(dir.path(), &[&admin()], &[&alice()], ""));
+        let client = single.connect(&alice()).await.expect("connect");
+        client.publish(&note("single")).await.expect("OK");
+    }
+    let config = dir.path().join("relay.yaml");
+    std::fs::write(&config, cluster.yaml(dir.path())).expect("write config");
+    let output = Command::new(env!("CARGO_BIN_EXE_axon"))
+        .args(["relay", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run the relay");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("not from the cluster log") && stderr.contains("rebuilds"), "{stderr}");
+}

@@ -95,3 +95,64 @@ fn insert(connection: &mut Connection, batch: &LogBatch) -> Result<Vec<bool>, St
     transaction.commit()?;
     Ok(inserted)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::relay::store::{EventStore, SqliteStore};
+
+    /// Records the seqs each commit hands to the hook.
+    struct Recorder(Arc<Mutex<Vec<Vec<u64>>>>);
+
+    impl CommitHook for Recorder {
+        fn committed(&mut self, events: &[Committed], _: BatchStats) {
+            crate::sync::lock(&self.0).push(events.iter().map(|committed| committed.seq).collect());
+        }
+    }
+
+    fn accepted(content: &str) -> Arc<Accepted> {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let event =
+            crate::protocol::Event::sign(&key, 1_700_000_000, 1000, content.as_bytes().to_vec(), vec![]).expect("sign");
+        let raw = bytes::Bytes::from(event.encode());
+        Arc::new(Accepted { event, raw, expires_at: None })
+    }
+
+    fn cursor(last_seq: u64) -> UpstreamCursor {
+        UpstreamCursor { upstream: "log".into(), last_seq }
+    }
+
+    #[tokio::test]
+    async fn log_seqs_are_kept_known_ids_skipped_and_the_cursor_stored_with_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hooked = Arc::new(Mutex::new(Vec::new()));
+        let store = SqliteStore::open(&dir.path().join("index.db"), Box::new(Recorder(hooked.clone()))).expect("open");
+        let (first, second) = (accepted("first"), accepted("second"));
+        let batch = LogBatch { events: vec![(3, first.clone()), (7, second)], cursor: cursor(8) };
+        assert_eq!(store.apply_log(batch).await.expect("apply"), vec![true, true]);
+        // The same event again under a later log seq: skipped, the cursor still moves.
+        let batch = LogBatch { events: vec![(9, first), (10, accepted("third"))], cursor: cursor(10) };
+        assert_eq!(store.apply_log(batch).await.expect("apply"), vec![false, true]);
+        assert_eq!(*crate::sync::lock(&hooked), vec![vec![3, 7], vec![10]], "the hook sees what was inserted");
+        assert_eq!(store.upstream_cursor("log").expect("cursor"), 10);
+        assert_eq!(store.local_last_seq().expect("last"), 10);
+        let seqs: Vec<u64> = store
+            .replay_page(
+                &crate::relay::store::Window {
+                    filters: &[crate::protocol::Filter::default()],
+                    viewer: &crate::protocol::Viewer { pubkey: [0; 32], is_admin: false },
+                    after: 0,
+                    snapshot: 100,
+                    now: 1_700_000_000,
+                },
+                100,
+            )
+            .expect("replay")
+            .into_iter()
+            .map(|row| row.seq)
+            .collect();
+        assert_eq!(seqs, vec![3, 7, 10]);
+    }
+}
