@@ -104,6 +104,7 @@ impl Subscriptions {
         if let Some(after) = after_seq {
             // A cluster node first applies the log through `after` (spec §16).
             if let Err(error) = self.state.store.caught_up_to(after).await {
+                self.unsubscribe(&sub_id); // one it would replace ends too
                 self.outbound.push(sub_error_frame(&store_error(&error), &sub_id)).await;
                 return;
             }
