@@ -21,11 +21,12 @@ use super::metrics::Metrics;
 use super::outbound::{OutFrame, Outbound};
 use super::reply::{error_frame, ok_frame, store_error};
 use super::store::{Accepted, Committed, JobWrite, Store, StoreError};
+use crate::protocol::admin::Requeue;
 use crate::protocol::frame::{encode_offer_frame, Extend, JobRef, Nack, OkLease, QueueSubscribe};
 use crate::protocol::kind::{is_job_request, JOB_REQUESTS};
 use crate::protocol::tags::expires_at;
 use crate::protocol::{ErrorCode, Event, Frame, ProtocolError};
-use queue::{Completion, Engine, Job, MemberId, MemberSpec, Refusal};
+use queue::{Completion, Engine, Job, MemberId, MemberSpec, Refusal, RequeueRefusal};
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> u64 {
@@ -49,6 +50,9 @@ struct Inner {
 pub struct Jobs {
     inner: Mutex<Inner>,
     wake: Notify,
+    /// Held from a REQUEUE's check to its apply, so two re-queues of one job cannot both
+    /// commit a fresh start.
+    requeues: tokio::sync::Mutex<()>,
 }
 
 /// The ERROR 412 `lease-lost:` (or 410) for a refused job frame.
@@ -58,6 +62,37 @@ fn refusal_error(refusal: Refusal) -> ProtocolError {
             ProtocolError::new(ErrorCode::LeaseLost, "this subscription does not hold the job's current lease")
         }
         Refusal::Expired => ProtocolError::new(ErrorCode::Expired, "the job request has expired; the lease ended"),
+    }
+}
+
+/// The ERROR 409 or 410 for a refused REQUEUE.
+fn requeue_error(refusal: RequeueRefusal, requeue: &Requeue) -> ProtocolError {
+    match refusal {
+        RequeueRefusal::NotDead => ProtocolError::new(
+            ErrorCode::Duplicate,
+            format!("job {} is not dead in group {:?}: nothing to re-queue", hex::encode(requeue.job), requeue.group),
+        ),
+        RequeueRefusal::Expired => ProtocolError::new(ErrorCode::Expired, "the job request has expired"),
+    }
+}
+
+/// The reply to a PUBLISH whose storing the job queues decided: OK with the seq, or the
+/// error (naming `sub_id` for 412 and 410 when the publish completed a job).
+fn stored_reply(metrics: &Metrics, id: [u8; 32], answer: Result<u64, ProtocolError>, sub_id: Option<&str>) -> OutFrame {
+    match answer {
+        Ok(seq) => {
+            metrics.events_accepted.inc();
+            ok_frame(id, Some(seq))
+        }
+        Err(error) => {
+            metrics.rejected(error.code);
+            match sub_id {
+                Some(sub_id) if error.code == ErrorCode::LeaseLost || error.code == ErrorCode::Expired => {
+                    job_error_frame(&error, id, sub_id)
+                }
+                _ => error_frame(&error, Some(id)),
+            }
+        }
     }
 }
 
@@ -97,6 +132,7 @@ impl Jobs {
         Jobs {
             inner: Mutex::new(Inner { engine: Engine::new(max_attempts), members: HashMap::new() }),
             wake: Notify::new(),
+            requeues: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -294,22 +330,54 @@ impl Jobs {
         let id = accepted.event.id;
         let task = tokio::spawn(async move {
             let answer = jobs.store_completing(&store, conn, accepted, &ack).await;
-            match answer {
-                Ok(seq) => {
-                    metrics.events_accepted.inc();
-                    ok_frame(id, Some(seq))
-                }
-                Err(error) => {
-                    metrics.rejected(error.code);
-                    if error.code == ErrorCode::LeaseLost || error.code == ErrorCode::Expired {
-                        job_error_frame(&error, id, &ack.sub_id)
-                    } else {
-                        error_frame(&error, Some(id))
-                    }
-                }
-            }
+            stored_reply(&metrics, id, answer, Some(&ack.sub_id))
         });
         Box::pin(async move { task.await.unwrap_or_else(|_| error_frame(&store_error(&StoreError::Closed), Some(id))) })
+    }
+
+    /// REQUEUE (kind 9002, admin checks done): duplicate (409) → the job is dead in the
+    /// group (else 409) → not expired (410) → store the event and reset the job (no
+    /// attempts, pending) in one transaction, then offer it as usual.
+    pub fn publish_requeue(
+        self: &Arc<Self>,
+        store: &Store,
+        metrics: Arc<Metrics>,
+        accepted: Arc<Accepted>,
+        requeue: Requeue,
+    ) -> BoxFuture<'static, OutFrame> {
+        let (jobs, store) = (self.clone(), store.clone());
+        let id = accepted.event.id;
+        let task = tokio::spawn(async move {
+            let answer = jobs.store_requeue(&store, accepted, &requeue).await;
+            stored_reply(&metrics, id, answer, None)
+        });
+        Box::pin(async move { task.await.unwrap_or_else(|_| error_frame(&store_error(&StoreError::Closed), Some(id))) })
+    }
+
+    async fn store_requeue(
+        &self,
+        store: &Store,
+        accepted: Arc<Accepted>,
+        requeue: &Requeue,
+    ) -> Result<u64, ProtocolError> {
+        let _one_at_a_time = self.requeues.lock().await;
+        if store.contains(accepted.event.id).await.map_err(|error| store_error(&error))? {
+            return Err(store_error(&StoreError::Duplicate));
+        }
+        let row = self
+            .lock()
+            .engine
+            .requeue_row(&requeue.group, &requeue.job, now_ms())
+            .map_err(|refusal| requeue_error(refusal, requeue))?;
+        let answer = match store.submit_completing(accepted, row.clone()).await {
+            Ok(pending) => pending.await,
+            Err(error) => Err(error),
+        };
+        if answer.is_ok() {
+            self.lock().engine.requeued(&row.group, row.job_seq, now_ms());
+            self.wake.notify_one();
+        }
+        answer.map_err(|error| store_error(&error))
     }
 
     async fn store_completing(

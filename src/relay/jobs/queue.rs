@@ -49,6 +49,16 @@ pub enum Refusal {
     Expired,
 }
 
+/// Why a REQUEUE (kind 9002) is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequeueRefusal {
+    /// 409: the job is not dead in the group (pending, leased, done, unknown), or there
+    /// is no such group: nothing to re-queue.
+    NotDead,
+    /// 410: the job request has expired.
+    Expired,
+}
+
 /// A lease given to a member, to be sent as an EVENT with `lease`.
 pub struct OfferOut<H> {
     /// The member's handle.
@@ -576,6 +586,35 @@ impl<H: Clone> Engine<H> {
         counts
     }
 
+    /// REQUEUE: checks that job `id` is dead in `group` and not expired; returns the row
+    /// to commit (no attempts, pending). Apply it after the commit with [`Self::requeued`].
+    pub fn requeue_row(&self, group: &str, id: &EventId, now_ms: u64) -> Result<JobRow, RequeueRefusal> {
+        let group = self.groups.get(group).ok_or(RequeueRefusal::NotDead)?;
+        let seq = *self.by_id.get(id).ok_or(RequeueRefusal::NotDead)?;
+        if group.finished.get(&seq) != Some(&Finished::Dead) {
+            return Err(RequeueRefusal::NotDead);
+        }
+        if self.jobs.get(&seq).is_some_and(|job| job.expired(now_ms)) {
+            return Err(RequeueRefusal::Expired);
+        }
+        Ok(JobRow { group: group.name.clone(), job_seq: seq, attempts: 0, done: false, dead: false, not_before_ms: 0 })
+    }
+
+    /// A committed REQUEUE: the dead job starts over with no attempts, offered as usual.
+    pub fn requeued(&mut self, group: &str, job_seq: u64, now_ms: u64) {
+        let Some(group) = self.groups.get_mut(group) else { return };
+        if group.finished.get(&job_seq) != Some(&Finished::Dead) {
+            return;
+        }
+        group.finished.remove(&job_seq);
+        group.dead = group.dead.saturating_sub(1);
+        group.attempts.remove(&job_seq);
+        group.not_before.remove(&job_seq);
+        if self.jobs.contains_key(&job_seq) {
+            group.add(job_seq, now_ms);
+        }
+    }
+
     /// True if `member` is a member.
     pub fn is_member(&self, member: MemberId) -> bool {
         self.member_group.contains_key(&member)
@@ -712,6 +751,31 @@ mod tests {
         }
         assert!(engine.offers(100).0.is_empty());
         assert_eq!(engine.counts()[0].1.dead, 1);
+    }
+
+    #[test]
+    fn a_requeued_dead_job_starts_over_and_only_a_dead_job_can_be() {
+        let mut engine = engine(2);
+        let (a, _) = engine.join("g", 0, spec("a", 1), 0);
+        let (offers, _) = engine.offers(0);
+        let dying = offers[0].job.event.id;
+        assert_eq!(engine.requeue_row("g", &dying, 1), Err(RequeueRefusal::NotDead), "leased");
+        for attempt in 1..=3 {
+            if attempt > 1 {
+                engine.offers(attempt * 10);
+            }
+            engine.nack(a, &dying, 0, attempt * 10).expect("held");
+        }
+        assert_eq!(engine.counts()[0].1.dead, 1);
+        assert_eq!(engine.requeue_row("h", &dying, 40), Err(RequeueRefusal::NotDead), "no such group");
+        assert_eq!(engine.requeue_row("g", &[9; 32], 40), Err(RequeueRefusal::NotDead), "no such job");
+        let row = engine.requeue_row("g", &dying, 40).expect("dead");
+        assert_eq!((row.job_seq, row.attempts, row.done, row.dead), (1, 0, false, false));
+        engine.requeued("g", row.job_seq, 40);
+        assert_eq!(engine.counts()[0].1.dead, 0);
+        let (offers, _) = engine.offers(50);
+        assert_eq!(offered(&offers), vec![("a", 1, 1)], "oldest first again, attempts from 1");
+        assert_eq!(engine.requeue_row("g", &dying, 51), Err(RequeueRefusal::NotDead), "no longer dead");
     }
 
     #[test]

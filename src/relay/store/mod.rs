@@ -312,8 +312,9 @@ pub trait EventStore: Send + Sync + 'static {
         Err(StoreError::Storage("this storage backend does not support mirrors".into()))
     }
 
-    /// Like [`EventStore::submit`], and in the same transaction records `done` (a job
-    /// completed by this event, spec §14) — only if the event is stored.
+    /// Like [`EventStore::submit`], and in the same transaction records `done`, the job
+    /// state this event sets (a job it completes, spec §14, or re-queues, kind 9002) —
+    /// only if the event is stored.
     fn submit_completing(
         &self,
         accepted: Arc<Accepted>,
@@ -401,7 +402,8 @@ impl Store {
         blocking(move || backend.upstream_cursor(&upstream)).await
     }
 
-    /// Queues an event that completes a job (spec §14): both commit in one transaction.
+    /// Queues an event that completes (spec §14) or re-queues a job: the event and the
+    /// job's new state commit in one transaction.
     pub async fn submit_completing(&self, accepted: Arc<Accepted>, done: JobRow) -> Result<PendingCommit, StoreError> {
         self.backend.submit_completing(accepted, done).await
     }
