@@ -419,6 +419,58 @@ async fn an_admin_requeues_a_dead_job() {
     assert!(stderr.contains("is not dead in group"), "{stderr}");
 }
 
+/// Memory holds only the job requests some group may still offer: none before any group
+/// exists, none once each is done; a group created later still gets every stored job
+/// (loaded from the database), and a restart loads only the unfinished ones.
+#[tokio::test]
+async fn only_jobs_a_group_may_still_offer_are_held_in_memory() {
+    async fn held(relay: &TestRelay) -> String {
+        let text = metrics(relay).await;
+        text.lines().find(|line| line.starts_with("axon_job_requests_held ")).unwrap_or("missing").to_owned()
+    }
+    async fn held_becomes(relay: &TestRelay, expected: u64) {
+        let wanted = format!("axon_job_requests_held {expected}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while held(relay).await != wanted {
+            assert!(std::time::Instant::now() < deadline, "{} (wanted {wanted})", held(relay).await);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    async fn complete_all(socket: &mut Raw, count: usize) -> HashSet<[u8; 32]> {
+        let (mut done, mut offers) = (HashSet::new(), std::collections::VecDeque::new());
+        for _ in 0..count {
+            let offer = match offers.pop_front() {
+                Some(offer) => offer,
+                None => next_offer(socket).await,
+            };
+            let job = job_id(&offer);
+            send_raw(socket, Frame::Ack(job_ref(job)).encode()).await;
+            expect_ok_keeping(socket, job, &mut offers).await;
+            done.insert(job);
+        }
+        done
+    }
+    let relay = TestRelay::start().await;
+    let ids = publish_jobs(&relay, 5, Vec::new()).await;
+    held_becomes(&relay, 0).await;
+    let mut first = worker(&relay, &alice(), "first", 60, 1).await;
+    assert_eq!(complete_all(&mut first, 5).await, ids.iter().copied().collect());
+    held_becomes(&relay, 0).await;
+    // A new group starts at the beginning of the log: every job again, from the database.
+    let mut second = worker(&relay, &bob(), "second", 60, 1).await;
+    assert_eq!(complete_all(&mut second, 2).await.len(), 2);
+    quiet(&mut first, 200).await;
+    held_becomes(&relay, 3).await;
+    drop((first, second));
+    let relay = relay.restart().await;
+    held_becomes(&relay, 3).await;
+    let mut second = worker(&relay, &bob(), "second", 60, 1).await;
+    assert_eq!(complete_all(&mut second, 3).await.len(), 3);
+    held_becomes(&relay, 0).await;
+    let text = metrics(&relay).await;
+    assert!(text.contains(&metric_line("first", "done", 5)) && text.contains(&metric_line("second", "done", 5)));
+}
+
 /// A restart mid-run: nothing done twice, nothing lost; the unfinished lease is offered
 /// again with the next attempt number.
 #[tokio::test]
@@ -652,7 +704,9 @@ async fn the_client_worker_api_drives_a_job_to_completion() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_crashes_and_stalls_never_complete_a_job_twice() {
     use rand::{Rng, SeedableRng};
-    let relay = TestRelay::start().await;
+    // Crashes and stalls (and a loaded machine's 1 s leases lapsing) cost attempts: with
+    // the default 5 a job could die and the run would never finish. Dying is tested apart.
+    let relay = TestRelay::start_with(|config| config.jobs.max_attempts = 1_000).await;
     let ids = publish_jobs(&relay, 40, Vec::new()).await;
     let completed: Arc<Mutex<Vec<[u8; 32]>>> = Arc::default();
     let mut tasks = Vec::new();

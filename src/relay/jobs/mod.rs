@@ -20,7 +20,7 @@ use super::fanout::overflow_frame;
 use super::metrics::Metrics;
 use super::outbound::{OutFrame, Outbound};
 use super::reply::{error_frame, ok_frame, store_error};
-use super::store::{Accepted, Committed, JobWrite, Store, StoreError};
+use super::store::{Accepted, Committed, JobRequests, JobWrite, Store, StoreError, StoredRow};
 use crate::protocol::admin::Requeue;
 use crate::protocol::frame::{encode_offer_frame, Extend, JobRef, Nack, OkLease, QueueSubscribe};
 use crate::protocol::kind::{is_job_request, JOB_REQUESTS};
@@ -126,6 +126,21 @@ fn job_of(seq: u64, raw: bytes::Bytes, event: Event) -> Job {
     Job { seq, event, raw, expires_at }
 }
 
+/// Holds stored job requests in memory (no queue yet); returns their seqs.
+fn hold_rows(engine: &mut Engine<Handle>, rows: Vec<StoredRow>) -> Vec<u64> {
+    let mut held = Vec::with_capacity(rows.len());
+    for row in rows {
+        match Event::decode(&row.raw) {
+            Ok(event) => {
+                held.push(row.seq);
+                engine.insert_job(job_of(row.seq, row.raw, event));
+            }
+            Err(error) => tracing::error!(seq = row.seq, %error, "stored job request does not decode"),
+        }
+    }
+    held
+}
+
 impl Jobs {
     /// No groups yet; jobs die after `max_attempts` offers.
     pub fn new(max_attempts: u64) -> Jobs {
@@ -148,12 +163,7 @@ impl Jobs {
         let mut writes = Vec::new();
         {
             let mut inner = self.lock();
-            for row in snapshot.requests {
-                match Event::decode(&row.raw) {
-                    Ok(event) => inner.engine.add_job(job_of(row.seq, row.raw, event), now),
-                    Err(error) => tracing::error!(seq = row.seq, %error, "stored job request does not decode"),
-                }
-            }
+            hold_rows(&mut inner.engine, snapshot.requests);
             let mut by_group: HashMap<String, Vec<_>> = HashMap::new();
             for state in snapshot.states {
                 by_group.entry(state.group.clone()).or_default().push(state);
@@ -200,6 +210,23 @@ impl Jobs {
     ) -> Result<(), ProtocolError> {
         check_queue_filters(&queue)?;
         let sub_id: Arc<str> = Arc::from(queue.subscribe.sub_id.as_str());
+        let start = queue.subscribe.after_seq.unwrap_or(0);
+        // A new group's queue holds every stored request after its start: load those
+        // memory no longer holds (settled in the other groups) first.
+        let creating = !self.lock().engine.has_group(&queue.group);
+        let mut loaded_seqs = Vec::new();
+        if creating {
+            self.lock().engine.begin_loading();
+            let loaded = store.job_requests(JobRequests::After(start)).await;
+            let mut inner = self.lock();
+            match loaded {
+                Ok(rows) => loaded_seqs = hold_rows(&mut inner.engine, rows),
+                Err(error) => {
+                    inner.engine.end_loading();
+                    return Err(store_error(&error));
+                }
+            }
+        }
         let now = now_ms();
         let writes = {
             let mut inner = self.lock();
@@ -213,9 +240,16 @@ impl Jobs {
                 lease_ms: queue.lease_secs.saturating_mul(1000),
                 max_in_flight: queue.max_in_flight as usize,
             };
-            let start = queue.subscribe.after_seq.unwrap_or(0);
             let (member, joined) = inner.engine.join(&queue.group, start, spec, now);
             inner.members.insert((conn, sub_id), member);
+            if creating {
+                inner.engine.end_loading();
+                // Another SUBSCRIBE may have created the group meanwhile (with another
+                // start): drop what no group needs after all.
+                for seq in loaded_seqs {
+                    inner.engine.drop_if_settled(seq);
+                }
+            }
             writes.extend(joined);
             writes
         };
@@ -364,19 +398,31 @@ impl Jobs {
         if store.contains(accepted.event.id).await.map_err(|error| store_error(&error))? {
             return Err(store_error(&StoreError::Duplicate));
         }
-        let row = self
-            .lock()
-            .engine
-            .requeue_row(&requeue.group, &requeue.job, now_ms())
-            .map_err(|refusal| requeue_error(refusal, requeue))?;
+        if !self.lock().engine.holds_job(&requeue.job) {
+            // Dead everywhere, so no longer held: load it again (if still stored).
+            let rows = store.job_requests(JobRequests::Id(requeue.job)).await.map_err(|error| store_error(&error))?;
+            hold_rows(&mut self.lock().engine, rows);
+        }
+        let checked = self.lock().engine.requeue_row(&requeue.group, &requeue.job, now_ms());
+        let row = match checked {
+            Ok(row) => row,
+            Err(refusal) => {
+                self.lock().engine.drop_settled_id(&requeue.job);
+                return Err(requeue_error(refusal, requeue));
+            }
+        };
         let answer = match store.submit_completing(accepted, row.clone()).await {
             Ok(pending) => pending.await,
             Err(error) => Err(error),
         };
+        let mut inner = self.lock();
         if answer.is_ok() {
-            self.lock().engine.requeued(&row.group, row.job_seq, now_ms());
+            inner.engine.requeued(&row.group, row.job_seq, now_ms());
             self.wake.notify_one();
+        } else {
+            inner.engine.drop_if_settled(row.job_seq);
         }
+        drop(inner);
         answer.map_err(|error| store_error(&error))
     }
 
@@ -443,11 +489,13 @@ impl Jobs {
         Ok(())
     }
 
-    /// Sets the per-group gauges (at scrape time).
+    /// Sets the per-group gauges and the held-requests gauge (at scrape time).
     pub fn export(&self, metrics: &Metrics) {
-        for (group, counts) in self.lock().engine.counts() {
+        let inner = self.lock();
+        for (group, counts) in inner.engine.counts() {
             metrics.job_counts(&group, &counts);
         }
+        metrics.job_requests_held.set(inner.engine.held_jobs() as i64);
     }
 
     /// Per-group counts (operator view).
@@ -462,6 +510,7 @@ impl Jobs {
         let (offers, mut writes) = {
             let mut inner = self.lock();
             let lapsed = inner.engine.tick(now);
+            inner.engine.drop_settled();
             let (offers, writes) = inner.engine.offers(now);
             (offers, [lapsed, writes].concat())
         };

@@ -147,8 +147,18 @@ pub struct JobsSnapshot {
     pub groups: Vec<(String, u64)>,
     /// Every recorded job state.
     pub states: Vec<JobRow>,
-    /// Every stored, unexpired job request (kinds 5000–5999), oldest first.
+    /// Every stored, unexpired job request (kinds 5000–5999) that some group may still
+    /// offer (after its start, neither done nor dead in it), oldest first.
     pub requests: Vec<StoredRow>,
+}
+
+/// Which stored job requests to load ([`EventStore::job_requests`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobRequests {
+    /// Every unexpired one with seq > this (a new group's queue).
+    After(u64),
+    /// The one with this id, if stored, expired or not (a re-queued job: 410 if expired).
+    Id([u8; 32]),
 }
 
 /// A committed event with its seq.
@@ -327,6 +337,9 @@ pub trait EventStore: Send + Sync + 'static {
     /// The job queues' committed state and the unexpired job requests (blocking).
     fn load_jobs(&self, now: u64) -> Result<JobsSnapshot, StoreError>;
 
+    /// Stored job requests (kinds 5000–5999), oldest first (blocking).
+    fn job_requests(&self, which: JobRequests, now: u64) -> Result<Vec<StoredRow>, StoreError>;
+
     /// True if an event with this id is stored (blocking).
     fn contains(&self, id: &[u8; 32]) -> Result<bool, StoreError>;
 
@@ -425,6 +438,12 @@ impl Store {
     pub async fn contains(&self, id: [u8; 32]) -> Result<bool, StoreError> {
         let backend = self.backend.clone();
         blocking(move || backend.contains(&id)).await
+    }
+
+    /// Stored job requests, oldest first.
+    pub async fn job_requests(&self, which: JobRequests) -> Result<Vec<StoredRow>, StoreError> {
+        let backend = self.backend.clone();
+        blocking(move || backend.job_requests(which, crate::clock::unix_now())).await
     }
 
     /// The seqs of every stored job request, ascending.
