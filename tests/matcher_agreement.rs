@@ -14,8 +14,8 @@ use ed25519_dalek::SigningKey;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-/// Plain kinds, a direct-message kind (2000) and an admin kind without effect (9002).
-const KINDS: [u16; 6] = [1, 1000, 1001, 2000, 7000, 9002];
+/// Plain kinds, a direct-message kind (2000) and an admin kind without effect (9003).
+const KINDS: [u16; 6] = [1, 1000, 1001, 2000, 7000, 9003];
 /// Index of the admin in [`authors`].
 const ADMIN: usize = 2;
 /// Not in KINDS: only the marker has it.
@@ -51,7 +51,7 @@ fn event_spec() -> impl Strategy<Value = EventSpec> {
 
 fn build(spec: &EventSpec, index: usize) -> Option<Event> {
     // Only admins author admin kinds (anything else is refused with 403).
-    if spec.kind == 9002 && spec.author != ADMIN {
+    if spec.kind == 9003 && spec.author != ADMIN {
         return None;
     }
     let mut tags: Vec<Tag> = spec

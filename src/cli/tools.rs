@@ -95,7 +95,8 @@ pub enum ToolCommand {
     /// Example: axon request --kind 5000 "summarize https://example.com" --timeout 30s
     Request(super::work::RequestArgs),
     /// The job queues (spec §14) from the relay's database: each group's done and dead
-    /// counts, then every dead job (pending and leased counts are in /metrics).
+    /// counts, then every dead job (pending and leased counts are in /metrics);
+    /// `axon jobs requeue` re-queues dead jobs.
     ///
     /// Reads the database file read-only; run it on the relay's machine.
     ///
@@ -116,11 +117,12 @@ pub fn run(command: ToolCommand) -> CliResult {
         ToolCommand::Backup(args) => super::backup::backup(args),
         ToolCommand::Work(args) => block_on(super::work::work(args)),
         ToolCommand::Request(args) => block_on(super::work::request(args)),
-        ToolCommand::Jobs(args) => super::jobs::jobs(args),
+        ToolCommand::Jobs(args) => super::jobs::run(args),
     }
 }
 
-fn block_on(future: impl Future<Output = CliResult>) -> CliResult {
+/// Runs a command's future on a current-thread runtime.
+pub(super) fn block_on(future: impl Future<Output = CliResult>) -> CliResult {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(future)
 }

@@ -10,8 +10,9 @@ use clap::Args;
 
 use super::common::{parse_duration, with_reply_timeout, ConnectArgs};
 use super::{CliError, CliResult};
-use crate::client::{Client, QueueItem, SubItem};
+use crate::client::{retry_delay, Client, QueueItem, SubItem};
 use crate::clock::unix_now;
+use crate::protocol::error::codes;
 use crate::protocol::filter::TagFilter;
 use crate::protocol::{Event, EventId, Filter, Tag};
 
@@ -124,7 +125,12 @@ async fn handle_job(
             let delay = 1u64.checked_shl(attempt.saturating_sub(1).min(16) as u32).unwrap_or(MAX_BACKOFF_SECS);
             let delay = delay.min(MAX_BACKOFF_SECS);
             eprintln!("axon work: job {} failed ({reason}); offered again in {delay} s", hex::encode(job.id));
-            with_reply_timeout(client.nack(SUB_ID, job.id, Some(delay))).await
+            if let Err(error) = with_reply_timeout(client.nack(SUB_ID, job.id, Some(delay))).await {
+                // The lease was lost meanwhile (e.g. the connection dropped): the relay
+                // offers the job again by itself.
+                eprintln!("axon work: NACK of {} not accepted: {error}", hex::encode(job.id));
+            }
+            Ok(())
         }
     }
 }
@@ -145,32 +151,98 @@ async fn complete(client: &Client, key: &ed25519_dalek::SigningKey, job: &Event,
     }
 }
 
-/// `axon work`: joins the queue and runs the command once per job offered.
+/// First wait before reconnecting; it doubles per failed attempt up to [`RECONNECT_MAX`].
+const RECONNECT_START: Duration = Duration::from_secs(1);
+/// Longest wait between reconnection attempts.
+const RECONNECT_MAX: Duration = Duration::from_secs(60);
+
+/// Why a worker's session on one connection ended.
+enum SessionEnd {
+    /// `--max-jobs` jobs were handled.
+    Finished,
+    /// The connection or the queue subscription was lost: reconnect (after the relay's
+    /// hint, if it gave one).
+    Lost(String, Option<Duration>),
+}
+
+/// `axon work`: joins the queue and runs the command once per job offered. When the
+/// connection drops it reconnects with backoff (honouring the relay's retry hint) and
+/// joins again; leases held on the lost connection are lost (the relay offers those jobs
+/// again), so their commands' results are dropped.
 pub async fn work(args: WorkArgs) -> CliResult {
     let key = args.connect.signing_key()?;
-    let client = Arc::new(args.connect.connect(&key).await?);
-    let filter = Filter { kinds: Some(args.kinds.clone()), ..Filter::default() };
-    let mut jobs = client.subscribe_queue(SUB_ID, &args.group, vec![filter], args.lease_secs, args.concurrency).await?;
+    // The first connection fails fast: a wrong URL or key is a mistake to report.
+    let mut client = Some(Arc::new(args.connect.connect(&key).await?));
     let args = Arc::new(args);
     let mut running = tokio::task::JoinSet::new();
     let mut handled = 0u64;
-    while args.max_jobs.is_none_or(|max| handled < max) {
+    let mut backoff = RECONNECT_START;
+    loop {
+        let session = match client.take() {
+            Some(client) => Ok(client),
+            None => args.connect.try_connect(&key).await.map(Arc::new),
+        };
+        let (reason, hint) = match session {
+            Ok(client) => match session_loop(&client, &key, &args, &mut running, &mut handled, &mut backoff).await? {
+                SessionEnd::Finished => break,
+                SessionEnd::Lost(reason, hint) => (reason, hint),
+            },
+            Err(error) => {
+                let message = args.connect.connect_error(&error, &hex::encode(key.verifying_key().to_bytes()));
+                if matches!(error.code(), Some(codes::AUTH_REQUIRED | codes::RESTRICTED)) {
+                    return Err(message.into());
+                }
+                (message, error.retry_after())
+            }
+        };
+        let delay = retry_delay(hint, backoff);
+        eprintln!("axon work: {reason}; reconnecting in {:.1} s", delay.as_secs_f64());
+        tokio::time::sleep(delay).await;
+        backoff = (backoff * 2).min(RECONNECT_MAX);
+    }
+    while let Some(done) = running.join_next().await {
+        done.map_err(|error| format!("job task failed: {error}"))??;
+    }
+    Ok(())
+}
+
+/// Joins the queue on `client` and runs jobs until `--max-jobs` or the connection ends.
+async fn session_loop(
+    client: &Arc<Client>,
+    key: &ed25519_dalek::SigningKey,
+    args: &Arc<WorkArgs>,
+    running: &mut tokio::task::JoinSet<CliResult>,
+    handled: &mut u64,
+    backoff: &mut Duration,
+) -> Result<SessionEnd, CliError> {
+    let filter = Filter { kinds: Some(args.kinds.clone()), ..Filter::default() };
+    let joined = client.subscribe_queue(SUB_ID, &args.group, vec![filter], args.lease_secs, args.concurrency).await;
+    let Ok(mut jobs) = joined else {
+        return Ok(SessionEnd::Lost("the relay closed the connection".into(), None));
+    };
+    while args.max_jobs.is_none_or(|max| *handled < max) {
         tokio::select! {
             item = jobs.next() => match item {
                 Some(QueueItem::Job { event, lease, .. }) => {
-                    let task = handle_job(client.clone(), key.clone(), *event, lease.attempt, args.clone());
-                    running.spawn(task);
+                    *backoff = RECONNECT_START;
+                    running.spawn(handle_job(client.clone(), key.clone(), *event, lease.attempt, args.clone()));
                 }
-                Some(QueueItem::Ended(error)) => return Err(format!("the relay ended the queue subscription: {}", error.message).into()),
-                None => return Err("the relay closed the connection".into()),
+                Some(QueueItem::Ended(error)) if error.code == codes::UNAVAILABLE => {
+                    let hint = error.retry_after_ms.map(Duration::from_millis);
+                    return Ok(SessionEnd::Lost(format!("the relay ended the queue subscription: {}", error.message), hint));
+                }
+                Some(QueueItem::Ended(error)) => {
+                    return Err(format!("the relay ended the queue subscription: {} {}", error.code, error.message).into())
+                }
+                None => return Ok(SessionEnd::Lost("the connection to the relay was lost".into(), None)),
             },
             Some(done) = running.join_next(), if !running.is_empty() => {
                 done.map_err(|error| format!("job task failed: {error}"))??;
-                handled += 1;
+                *handled += 1;
             }
         }
     }
-    Ok(())
+    Ok(SessionEnd::Finished)
 }
 
 /// `axon request`: publishes a job and prints the content of its first result.

@@ -30,6 +30,9 @@ pub const JOB_REQUESTS: std::ops::RangeInclusive<u16> = 5000..=5999;
 pub const KIND_ALLOW: u16 = 9000;
 /// The kind an admin publishes to revoke keys (spec §10).
 pub const KIND_REVOKE: u16 = 9001;
+/// The kind an admin publishes to re-queue a dead job in a group (this relay's choice in
+/// the admin range; see docs/protocol.md).
+pub const KIND_REQUEUE: u16 = 9002;
 
 /// One row of the kind table, as published in the info document.
 #[derive(Debug, Clone, Copy)]

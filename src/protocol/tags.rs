@@ -7,6 +7,10 @@ use super::event::{Event, PublicKey};
 pub const EXPIRES_AT: &str = "expires_at";
 /// Name of the pubkey-reference tag.
 pub const P: &str = "p";
+/// Name of the event-reference tag (a job result names its job with it, spec §14).
+pub const E: &str = "e";
+/// Name of the tag a REQUEUE event names its group with (docs/protocol.md).
+pub const GROUP: &str = "group";
 
 /// The event's expiry time, if it has an `expires_at` tag.
 ///

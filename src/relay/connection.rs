@@ -22,13 +22,16 @@ use super::outbound::{OutFrame, Outbound};
 use super::reply::{error_frame, ok_frame, store_error};
 use super::retry;
 use super::rewind::Rewind;
+use super::store::Accepted;
 use super::subscriptions::Subscriptions;
 use super::RelayState;
 use crate::clock::unix_now;
+use crate::protocol::admin::requeue_request;
 use crate::protocol::auth::auth_digest;
 use crate::protocol::close;
 use crate::protocol::event::verify_strict;
 use crate::protocol::frame::{Auth, JobRef};
+use crate::protocol::kind::KIND_REQUEUE;
 use crate::protocol::{ErrorCode, Frame, ProtocolError, PublicKey, RawEvent, Viewer};
 
 type Socket = WebSocketStream<Rewind>;
@@ -371,6 +374,21 @@ impl Session {
         in_flight.push(self.state.jobs.publish_completing(&self.state.store, metrics, self.conn, accepted, ack));
     }
 
+    /// REQUEUE (kind 9002, checked by `admit`): stored together with the job's fresh
+    /// start, or refused (409 not dead, 410 expired).
+    async fn publish_requeue(&mut self, accepted: Arc<Accepted>, in_flight: &mut InFlight) {
+        match requeue_request(&accepted.event) {
+            Ok(requeue) => {
+                let metrics = self.state.metrics.clone();
+                in_flight.push(self.state.jobs.publish_requeue(&self.state.store, metrics, accepted, requeue));
+            }
+            Err(error) => {
+                self.state.metrics.rejected(error.code);
+                self.outbound.push(error_frame(&error, Some(accepted.event.id))).await;
+            }
+        }
+    }
+
     async fn publish(&mut self, raw: RawEvent, in_flight: &mut InFlight) {
         let config = self.state.config();
         let publisher =
@@ -387,6 +405,9 @@ impl Session {
                 }
                 self.state.metrics.events_accepted.inc();
                 self.outbound.push(ok_frame(accepted.event.id, None)).await;
+            }
+            Ok(Admitted::Store(accepted)) if accepted.event.kind == KIND_REQUEUE => {
+                self.publish_requeue(accepted, in_flight).await;
             }
             Ok(Admitted::Store(accepted)) => {
                 // Queue for the writer here, in the order the publishes arrived; only the

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub mirrors: super::mirror::MirrorMetrics,
     /// Job queues per group and state (pending, leased, done, dead, redeliveries).
     pub jobs: IntGaugeVec,
+    /// Job requests held in memory (those some group may still offer).
+    pub job_requests_held: IntGauge,
     /// A cluster node's log state (spec §16).
     pub cluster: super::cluster::ClusterMetrics,
 }
@@ -119,6 +121,11 @@ impl Metrics {
                     &["group", "state"],
                 )
                 .unwrap_or_else(|_| unreachable!("valid metric")),
+            ),
+            job_requests_held: gauge(
+                &registry,
+                "axon_job_requests_held",
+                "Job requests held in memory for the queues (those some group may still offer)",
             ),
             registry,
         }

@@ -22,8 +22,8 @@ use futures_util::future::BoxFuture;
 
 use super::metrics::Metrics;
 use super::store::{
-    Accepted, BackupProgress, BackupReport, CommitHook, EventStore, JobRow, JobWrite, JobsSnapshot, PendingCommit,
-    Prune, SqliteStore, StoreError, StoredRow, Window,
+    Accepted, BackupProgress, BackupReport, CommitHook, EventStore, JobRequests, JobRow, JobWrite, JobsSnapshot,
+    PendingCommit, Prune, SqliteStore, StoreError, StoredRow, Window,
 };
 use applier::Applier;
 use ephemeral::Ephemerals;
@@ -300,7 +300,11 @@ impl EventStore for ClusterStore {
         done: JobRow,
     ) -> BoxFuture<'_, Result<PendingCommit, StoreError>> {
         let _ = (accepted, done);
-        Box::pin(async { Err(StoreError::Storage("job queues (spec §14) are not supported in a cluster yet".into())) })
+        Box::pin(async {
+            Err(StoreError::Storage(
+                "job queues (spec §14: job completions, REQUEUE) are not supported in a cluster yet".into(),
+            ))
+        })
     }
 
     fn write_jobs(&self, writes: Vec<JobWrite>) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -309,6 +313,10 @@ impl EventStore for ClusterStore {
 
     fn load_jobs(&self, now: u64) -> Result<JobsSnapshot, StoreError> {
         self.local.load_jobs(now)
+    }
+
+    fn job_requests(&self, which: JobRequests, now: u64) -> Result<Vec<StoredRow>, StoreError> {
+        self.local.job_requests(which, now)
     }
 
     fn contains(&self, id: &[u8; 32]) -> Result<bool, StoreError> {

@@ -20,12 +20,13 @@ use super::fanout::overflow_frame;
 use super::metrics::Metrics;
 use super::outbound::{OutFrame, Outbound};
 use super::reply::{error_frame, ok_frame, store_error};
-use super::store::{Accepted, Committed, JobWrite, Store, StoreError};
+use super::store::{Accepted, Committed, JobRequests, JobWrite, Store, StoreError, StoredRow};
+use crate::protocol::admin::Requeue;
 use crate::protocol::frame::{encode_offer_frame, Extend, JobRef, Nack, OkLease, QueueSubscribe};
 use crate::protocol::kind::{is_job_request, JOB_REQUESTS};
 use crate::protocol::tags::expires_at;
 use crate::protocol::{ErrorCode, Event, Frame, ProtocolError};
-use queue::{Completion, Engine, Job, MemberId, MemberSpec, Refusal};
+use queue::{Completion, Engine, Job, MemberId, MemberSpec, Refusal, RequeueRefusal};
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> u64 {
@@ -49,6 +50,9 @@ struct Inner {
 pub struct Jobs {
     inner: Mutex<Inner>,
     wake: Notify,
+    /// Held from a REQUEUE's check to its apply, so two re-queues of one job cannot both
+    /// commit a fresh start.
+    requeues: tokio::sync::Mutex<()>,
 }
 
 /// The ERROR 412 `lease-lost:` (or 410) for a refused job frame.
@@ -58,6 +62,37 @@ fn refusal_error(refusal: Refusal) -> ProtocolError {
             ProtocolError::new(ErrorCode::LeaseLost, "this subscription does not hold the job's current lease")
         }
         Refusal::Expired => ProtocolError::new(ErrorCode::Expired, "the job request has expired; the lease ended"),
+    }
+}
+
+/// The ERROR 409 or 410 for a refused REQUEUE.
+fn requeue_error(refusal: RequeueRefusal, requeue: &Requeue) -> ProtocolError {
+    match refusal {
+        RequeueRefusal::NotDead => ProtocolError::new(
+            ErrorCode::Duplicate,
+            format!("job {} is not dead in group {:?}: nothing to re-queue", hex::encode(requeue.job), requeue.group),
+        ),
+        RequeueRefusal::Expired => ProtocolError::new(ErrorCode::Expired, "the job request has expired"),
+    }
+}
+
+/// The reply to a PUBLISH whose storing the job queues decided: OK with the seq, or the
+/// error (naming `sub_id` for 412 and 410 when the publish completed a job).
+fn stored_reply(metrics: &Metrics, id: [u8; 32], answer: Result<u64, ProtocolError>, sub_id: Option<&str>) -> OutFrame {
+    match answer {
+        Ok(seq) => {
+            metrics.events_accepted.inc();
+            ok_frame(id, Some(seq))
+        }
+        Err(error) => {
+            metrics.rejected(error.code);
+            match sub_id {
+                Some(sub_id) if error.code == ErrorCode::LeaseLost || error.code == ErrorCode::Expired => {
+                    job_error_frame(&error, id, sub_id)
+                }
+                _ => error_frame(&error, Some(id)),
+            }
+        }
     }
 }
 
@@ -91,12 +126,28 @@ fn job_of(seq: u64, raw: bytes::Bytes, event: Event) -> Job {
     Job { seq, event, raw, expires_at }
 }
 
+/// Holds stored job requests in memory (no queue yet); returns their seqs.
+fn hold_rows(engine: &mut Engine<Handle>, rows: Vec<StoredRow>) -> Vec<u64> {
+    let mut held = Vec::with_capacity(rows.len());
+    for row in rows {
+        match Event::decode(&row.raw) {
+            Ok(event) => {
+                held.push(row.seq);
+                engine.insert_job(job_of(row.seq, row.raw, event));
+            }
+            Err(error) => tracing::error!(seq = row.seq, %error, "stored job request does not decode"),
+        }
+    }
+    held
+}
+
 impl Jobs {
     /// No groups yet; jobs die after `max_attempts` offers.
     pub fn new(max_attempts: u64) -> Jobs {
         Jobs {
             inner: Mutex::new(Inner { engine: Engine::new(max_attempts), members: HashMap::new() }),
             wake: Notify::new(),
+            requeues: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -112,12 +163,7 @@ impl Jobs {
         let mut writes = Vec::new();
         {
             let mut inner = self.lock();
-            for row in snapshot.requests {
-                match Event::decode(&row.raw) {
-                    Ok(event) => inner.engine.add_job(job_of(row.seq, row.raw, event), now),
-                    Err(error) => tracing::error!(seq = row.seq, %error, "stored job request does not decode"),
-                }
-            }
+            hold_rows(&mut inner.engine, snapshot.requests);
             let mut by_group: HashMap<String, Vec<_>> = HashMap::new();
             for state in snapshot.states {
                 by_group.entry(state.group.clone()).or_default().push(state);
@@ -164,6 +210,23 @@ impl Jobs {
     ) -> Result<(), ProtocolError> {
         check_queue_filters(&queue)?;
         let sub_id: Arc<str> = Arc::from(queue.subscribe.sub_id.as_str());
+        let start = queue.subscribe.after_seq.unwrap_or(0);
+        // A new group's queue holds every stored request after its start: load those
+        // memory no longer holds (settled in the other groups) first.
+        let creating = !self.lock().engine.has_group(&queue.group);
+        let mut loaded_seqs = Vec::new();
+        if creating {
+            self.lock().engine.begin_loading();
+            let loaded = store.job_requests(JobRequests::After(start)).await;
+            let mut inner = self.lock();
+            match loaded {
+                Ok(rows) => loaded_seqs = hold_rows(&mut inner.engine, rows),
+                Err(error) => {
+                    inner.engine.end_loading();
+                    return Err(store_error(&error));
+                }
+            }
+        }
         let now = now_ms();
         let writes = {
             let mut inner = self.lock();
@@ -177,9 +240,16 @@ impl Jobs {
                 lease_ms: queue.lease_secs.saturating_mul(1000),
                 max_in_flight: queue.max_in_flight as usize,
             };
-            let start = queue.subscribe.after_seq.unwrap_or(0);
             let (member, joined) = inner.engine.join(&queue.group, start, spec, now);
             inner.members.insert((conn, sub_id), member);
+            if creating {
+                inner.engine.end_loading();
+                // Another SUBSCRIBE may have created the group meanwhile (with another
+                // start): drop what no group needs after all.
+                for seq in loaded_seqs {
+                    inner.engine.drop_if_settled(seq);
+                }
+            }
             writes.extend(joined);
             writes
         };
@@ -294,22 +364,66 @@ impl Jobs {
         let id = accepted.event.id;
         let task = tokio::spawn(async move {
             let answer = jobs.store_completing(&store, conn, accepted, &ack).await;
-            match answer {
-                Ok(seq) => {
-                    metrics.events_accepted.inc();
-                    ok_frame(id, Some(seq))
-                }
-                Err(error) => {
-                    metrics.rejected(error.code);
-                    if error.code == ErrorCode::LeaseLost || error.code == ErrorCode::Expired {
-                        job_error_frame(&error, id, &ack.sub_id)
-                    } else {
-                        error_frame(&error, Some(id))
-                    }
-                }
-            }
+            stored_reply(&metrics, id, answer, Some(&ack.sub_id))
         });
         Box::pin(async move { task.await.unwrap_or_else(|_| error_frame(&store_error(&StoreError::Closed), Some(id))) })
+    }
+
+    /// REQUEUE (kind 9002, admin checks done): duplicate (409) → the job is dead in the
+    /// group (else 409) → not expired (410) → store the event and reset the job (no
+    /// attempts, pending) in one transaction, then offer it as usual.
+    pub fn publish_requeue(
+        self: &Arc<Self>,
+        store: &Store,
+        metrics: Arc<Metrics>,
+        accepted: Arc<Accepted>,
+        requeue: Requeue,
+    ) -> BoxFuture<'static, OutFrame> {
+        let (jobs, store) = (self.clone(), store.clone());
+        let id = accepted.event.id;
+        let task = tokio::spawn(async move {
+            let answer = jobs.store_requeue(&store, accepted, &requeue).await;
+            stored_reply(&metrics, id, answer, None)
+        });
+        Box::pin(async move { task.await.unwrap_or_else(|_| error_frame(&store_error(&StoreError::Closed), Some(id))) })
+    }
+
+    async fn store_requeue(
+        &self,
+        store: &Store,
+        accepted: Arc<Accepted>,
+        requeue: &Requeue,
+    ) -> Result<u64, ProtocolError> {
+        let _one_at_a_time = self.requeues.lock().await;
+        if store.contains(accepted.event.id).await.map_err(|error| store_error(&error))? {
+            return Err(store_error(&StoreError::Duplicate));
+        }
+        if !self.lock().engine.holds_job(&requeue.job) {
+            // Dead everywhere, so no longer held: load it again (if still stored).
+            let rows = store.job_requests(JobRequests::Id(requeue.job)).await.map_err(|error| store_error(&error))?;
+            hold_rows(&mut self.lock().engine, rows);
+        }
+        let checked = self.lock().engine.requeue_row(&requeue.group, &requeue.job, now_ms());
+        let row = match checked {
+            Ok(row) => row,
+            Err(refusal) => {
+                self.lock().engine.drop_settled_id(&requeue.job);
+                return Err(requeue_error(refusal, requeue));
+            }
+        };
+        let answer = match store.submit_completing(accepted, row.clone()).await {
+            Ok(pending) => pending.await,
+            Err(error) => Err(error),
+        };
+        let mut inner = self.lock();
+        if answer.is_ok() {
+            inner.engine.requeued(&row.group, row.job_seq, now_ms());
+            self.wake.notify_one();
+        } else {
+            inner.engine.drop_if_settled(row.job_seq);
+        }
+        drop(inner);
+        answer.map_err(|error| store_error(&error))
     }
 
     async fn store_completing(
@@ -375,11 +489,13 @@ impl Jobs {
         Ok(())
     }
 
-    /// Sets the per-group gauges (at scrape time).
+    /// Sets the per-group gauges and the held-requests gauge (at scrape time).
     pub fn export(&self, metrics: &Metrics) {
-        for (group, counts) in self.lock().engine.counts() {
+        let inner = self.lock();
+        for (group, counts) in inner.engine.counts() {
             metrics.job_counts(&group, &counts);
         }
+        metrics.job_requests_held.set(inner.engine.held_jobs() as i64);
     }
 
     /// Per-group counts (operator view).
@@ -394,6 +510,7 @@ impl Jobs {
         let (offers, mut writes) = {
             let mut inner = self.lock();
             let lapsed = inner.engine.tick(now);
+            inner.engine.drop_settled();
             let (offers, writes) = inner.engine.offers(now);
             (offers, [lapsed, writes].concat())
         };

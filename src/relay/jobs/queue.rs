@@ -5,6 +5,11 @@
 //! Per group, the jobs that may be offered now are a `BTreeSet` of seqs (oldest first),
 //! leases expire through a `BTreeSet` ordered by deadline, and members form a ring served
 //! round-robin: an offer costs O(log n) in the pending jobs plus a walk of the ring.
+//!
+//! Only job requests some group may still offer are held in memory: a request that is
+//! done or dead in every group (or before every group's start, or with no group at all)
+//! is *settled* and dropped; the caller loads requests from the store again when a new
+//! group starts before them or a dead one is re-queued.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
@@ -46,6 +51,16 @@ pub enum Refusal {
     /// 412: the subscription does not hold the job's current lease.
     LeaseLost,
     /// 410: the job request has expired (the lease ended).
+    Expired,
+}
+
+/// Why a REQUEUE (kind 9002) is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequeueRefusal {
+    /// 409: the job is not dead in the group (pending, leased, done, unknown), or there
+    /// is no such group: nothing to re-queue.
+    NotDead,
+    /// 410: the job request has expired.
     Expired,
 }
 
@@ -127,6 +142,8 @@ struct Group<H> {
     expiries: BTreeSet<(u64, u64)>,
     attempts: HashMap<u64, u64>,
     finished: HashMap<u64, Finished>,
+    /// Jobs finished since the last [`Engine::drop_settled`]: maybe settled now.
+    newly_finished: Vec<u64>,
     members: BTreeMap<MemberId, Member<H>>,
     cursor: MemberId,
     done: u64,
@@ -146,6 +163,7 @@ impl<H: Clone> Group<H> {
             expiries: BTreeSet::new(),
             attempts: HashMap::new(),
             finished: HashMap::new(),
+            newly_finished: Vec::new(),
             members: BTreeMap::new(),
             cursor: 0,
             done: 0,
@@ -183,6 +201,7 @@ impl<H: Clone> Group<H> {
     fn mark_dead(&mut self, seq: u64) -> JobWrite {
         self.ready.remove(&seq);
         self.finished.insert(seq, Finished::Dead);
+        self.newly_finished.push(seq);
         self.dead += 1;
         JobWrite::State(self.row(seq))
     }
@@ -229,12 +248,22 @@ impl<H: Clone> Group<H> {
     fn any_free(&self) -> bool {
         self.members.values().any(Member::free)
     }
+
+    /// True once the group will never offer `seq` (before its start, done or dead).
+    fn settled(&self, seq: u64) -> bool {
+        seq <= self.start || self.finished.contains_key(&seq)
+    }
 }
 
 /// Every group, every member, every lease.
 pub struct Engine<H> {
     max_attempts: u64,
+    /// The job requests some group may still offer (see the module doc).
     jobs: BTreeMap<u64, Arc<Job>>,
+    /// Group creations in progress ([`Self::begin_loading`]): settled jobs are kept.
+    loading: usize,
+    /// Jobs kept while a creation was in progress: maybe settled afterwards.
+    kept_while_loading: Vec<u64>,
     by_id: HashMap<EventId, u64>,
     groups: HashMap<String, Group<H>>,
     member_group: HashMap<MemberId, String>,
@@ -259,6 +288,8 @@ impl<H: Clone> Engine<H> {
         Engine {
             max_attempts: max_attempts.max(1),
             jobs: BTreeMap::new(),
+            loading: 0,
+            kept_while_loading: Vec::new(),
             by_id: HashMap::new(),
             groups: HashMap::new(),
             member_group: HashMap::new(),
@@ -293,14 +324,84 @@ impl<H: Clone> Engine<H> {
         writes
     }
 
-    /// A job request was committed: it enters every group it is after the start of.
+    /// A job request was committed: it enters every group it is after the start of (and
+    /// is not held at all if no group can offer it).
     pub fn add_job(&mut self, job: Job, now_ms: u64) {
         let seq = job.seq;
-        self.by_id.insert(job.event.id, seq);
-        self.jobs.insert(seq, Arc::new(job));
+        self.insert_job(job);
         for group in self.groups.values_mut() {
             group.add(seq, now_ms);
         }
+        self.drop_if_settled(seq);
+    }
+
+    /// Holds a stored job request (loaded at startup, for a new group or a re-queue)
+    /// without adding it to any queue.
+    pub fn insert_job(&mut self, job: Job) {
+        self.by_id.insert(job.event.id, job.seq);
+        self.jobs.insert(job.seq, Arc::new(job));
+    }
+
+    /// True if the request with `id` is held in memory.
+    pub fn holds_job(&self, id: &EventId) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    /// True if the group exists.
+    pub fn has_group(&self, name: &str) -> bool {
+        self.groups.contains_key(name)
+    }
+
+    /// A group creation starts loading requests from the store: until
+    /// [`Self::end_loading`], jobs committed meanwhile are kept even if settled.
+    pub fn begin_loading(&mut self) {
+        self.loading += 1;
+    }
+
+    /// The end of [`Self::begin_loading`] (whether the group was created or not).
+    pub fn end_loading(&mut self) {
+        self.loading = self.loading.saturating_sub(1);
+        if self.loading == 0 {
+            for seq in std::mem::take(&mut self.kept_while_loading) {
+                self.drop_if_settled(seq);
+            }
+        }
+    }
+
+    /// Drops `seq` from memory if no group can offer it; while a group creation is
+    /// loading, decides when it ends.
+    pub fn drop_if_settled(&mut self, seq: u64) {
+        if self.loading > 0 {
+            self.kept_while_loading.push(seq);
+            return;
+        }
+        if !self.groups.values().all(|group| group.settled(seq)) {
+            return;
+        }
+        if let Some(job) = self.jobs.remove(&seq) {
+            self.by_id.remove(&job.event.id);
+        }
+    }
+
+    /// [`Self::drop_if_settled`] by id.
+    pub fn drop_settled_id(&mut self, id: &EventId) {
+        if let Some(seq) = self.by_id.get(id).copied() {
+            self.drop_if_settled(seq);
+        }
+    }
+
+    /// Drops the jobs finished since the last call that are now settled in every group.
+    pub fn drop_settled(&mut self) {
+        let finished: Vec<u64> =
+            self.groups.values_mut().flat_map(|group| std::mem::take(&mut group.newly_finished)).collect();
+        for seq in finished {
+            self.drop_if_settled(seq);
+        }
+    }
+
+    /// How many job requests are held in memory.
+    pub fn held_jobs(&self) -> usize {
+        self.jobs.len()
     }
 
     /// Forgets every job request `stored` says is gone (deleted by retention or expiry):
@@ -470,6 +571,7 @@ impl<H: Clone> Engine<H> {
             group.ready.remove(&seq);
             if group.finished.insert(seq, Finished::Done).is_none() {
                 group.done += 1;
+                group.newly_finished.push(seq);
             }
             return writes;
         }
@@ -576,6 +678,35 @@ impl<H: Clone> Engine<H> {
         counts
     }
 
+    /// REQUEUE: checks that job `id` is dead in `group` and not expired; returns the row
+    /// to commit (no attempts, pending). Apply it after the commit with [`Self::requeued`].
+    pub fn requeue_row(&self, group: &str, id: &EventId, now_ms: u64) -> Result<JobRow, RequeueRefusal> {
+        let group = self.groups.get(group).ok_or(RequeueRefusal::NotDead)?;
+        let seq = *self.by_id.get(id).ok_or(RequeueRefusal::NotDead)?;
+        if group.finished.get(&seq) != Some(&Finished::Dead) {
+            return Err(RequeueRefusal::NotDead);
+        }
+        if self.jobs.get(&seq).is_some_and(|job| job.expired(now_ms)) {
+            return Err(RequeueRefusal::Expired);
+        }
+        Ok(JobRow { group: group.name.clone(), job_seq: seq, attempts: 0, done: false, dead: false, not_before_ms: 0 })
+    }
+
+    /// A committed REQUEUE: the dead job starts over with no attempts, offered as usual.
+    pub fn requeued(&mut self, group: &str, job_seq: u64, now_ms: u64) {
+        let Some(group) = self.groups.get_mut(group) else { return };
+        if group.finished.get(&job_seq) != Some(&Finished::Dead) {
+            return;
+        }
+        group.finished.remove(&job_seq);
+        group.dead = group.dead.saturating_sub(1);
+        group.attempts.remove(&job_seq);
+        group.not_before.remove(&job_seq);
+        if self.jobs.contains_key(&job_seq) {
+            group.add(job_seq, now_ms);
+        }
+    }
+
     /// True if `member` is a member.
     pub fn is_member(&self, member: MemberId) -> bool {
         self.member_group.contains_key(&member)
@@ -652,10 +783,11 @@ mod tests {
         MemberSpec { handle: name, filters: vec![CompactFilter::new(&filter)], lease_ms: 1000, max_in_flight }
     }
 
+    /// Jobs 1..=`jobs` stored before any group exists (a group's creation holds them).
     fn engine(jobs: u64) -> Engine<&'static str> {
         let mut engine = Engine::new(3);
         for seq in 1..=jobs {
-            engine.add_job(job(seq), 0);
+            engine.insert_job(job(seq));
         }
         engine
     }
@@ -712,6 +844,55 @@ mod tests {
         }
         assert!(engine.offers(100).0.is_empty());
         assert_eq!(engine.counts()[0].1.dead, 1);
+    }
+
+    #[test]
+    fn a_requeued_dead_job_starts_over_and_only_a_dead_job_can_be() {
+        let mut engine = engine(2);
+        let (a, _) = engine.join("g", 0, spec("a", 1), 0);
+        let (offers, _) = engine.offers(0);
+        let dying = offers[0].job.event.id;
+        assert_eq!(engine.requeue_row("g", &dying, 1), Err(RequeueRefusal::NotDead), "leased");
+        for attempt in 1..=3 {
+            if attempt > 1 {
+                engine.offers(attempt * 10);
+            }
+            engine.nack(a, &dying, 0, attempt * 10).expect("held");
+        }
+        assert_eq!(engine.counts()[0].1.dead, 1);
+        assert_eq!(engine.requeue_row("h", &dying, 40), Err(RequeueRefusal::NotDead), "no such group");
+        assert_eq!(engine.requeue_row("g", &[9; 32], 40), Err(RequeueRefusal::NotDead), "no such job");
+        let row = engine.requeue_row("g", &dying, 40).expect("dead");
+        assert_eq!((row.job_seq, row.attempts, row.done, row.dead), (1, 0, false, false));
+        engine.requeued("g", row.job_seq, 40);
+        assert_eq!(engine.counts()[0].1.dead, 0);
+        let (offers, _) = engine.offers(50);
+        assert_eq!(offered(&offers), vec![("a", 1, 1)], "oldest first again, attempts from 1");
+        assert_eq!(engine.requeue_row("g", &dying, 51), Err(RequeueRefusal::NotDead), "no longer dead");
+    }
+
+    #[test]
+    fn only_jobs_some_group_may_offer_are_held() {
+        let mut engine: Engine<&'static str> = Engine::new(3);
+        engine.add_job(job(1), 0);
+        assert_eq!(engine.held_jobs(), 0, "no group: nothing to hold");
+        engine.begin_loading();
+        engine.insert_job(job(1));
+        engine.add_job(job(2), 0);
+        let (a, _) = engine.join("g", 0, spec("a", 1), 0);
+        engine.end_loading();
+        assert_eq!(engine.held_jobs(), 2, "both pending in the new group");
+        let (offers, _) = engine.offers(0);
+        let completion = engine.complete(a, &offers[0].job.event.id, 1).expect("held");
+        engine.finish(&completion, true, 1);
+        engine.drop_settled();
+        assert_eq!(engine.held_jobs(), 1, "done in the only group");
+        engine.join("late", 5, spec("b", 1), 1);
+        engine.add_job(job(3), 1);
+        engine.drop_settled();
+        assert_eq!(engine.held_jobs(), 2, "jobs 2 and 3 are pending in g (before late's start)");
+        engine.add_job(job(6), 1);
+        assert_eq!(engine.held_jobs(), 3);
     }
 
     #[test]

@@ -152,8 +152,18 @@ pub struct JobsSnapshot {
     pub groups: Vec<(String, u64)>,
     /// Every recorded job state.
     pub states: Vec<JobRow>,
-    /// Every stored, unexpired job request (kinds 5000–5999), oldest first.
+    /// Every stored, unexpired job request (kinds 5000–5999) that some group may still
+    /// offer (after its start, neither done nor dead in it), oldest first.
     pub requests: Vec<StoredRow>,
+}
+
+/// Which stored job requests to load ([`EventStore::job_requests`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobRequests {
+    /// Every unexpired one with seq > this (a new group's queue).
+    After(u64),
+    /// The one with this id, if stored, expired or not (a re-queued job: 410 if expired).
+    Id([u8; 32]),
 }
 
 /// A committed event with its seq.
@@ -317,8 +327,9 @@ pub trait EventStore: Send + Sync + 'static {
         Err(StoreError::Storage("this storage backend does not support mirrors".into()))
     }
 
-    /// Like [`EventStore::submit`], and in the same transaction records `done` (a job
-    /// completed by this event, spec §14) — only if the event is stored.
+    /// Like [`EventStore::submit`], and in the same transaction records `done`, the job
+    /// state this event sets (a job it completes, spec §14, or re-queues, kind 9002) —
+    /// only if the event is stored.
     fn submit_completing(
         &self,
         accepted: Arc<Accepted>,
@@ -330,6 +341,9 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The job queues' committed state and the unexpired job requests (blocking).
     fn load_jobs(&self, now: u64) -> Result<JobsSnapshot, StoreError>;
+
+    /// Stored job requests (kinds 5000–5999), oldest first (blocking).
+    fn job_requests(&self, which: JobRequests, now: u64) -> Result<Vec<StoredRow>, StoreError>;
 
     /// True if an event with this id is stored (blocking).
     fn contains(&self, id: &[u8; 32]) -> Result<bool, StoreError>;
@@ -420,7 +434,8 @@ impl Store {
         blocking(move || backend.upstream_cursor(&upstream)).await
     }
 
-    /// Queues an event that completes a job (spec §14): both commit in one transaction.
+    /// Queues an event that completes (spec §14) or re-queues a job: the event and the
+    /// job's new state commit in one transaction.
     pub async fn submit_completing(&self, accepted: Arc<Accepted>, done: JobRow) -> Result<PendingCommit, StoreError> {
         self.backend.submit_completing(accepted, done).await
     }
@@ -442,6 +457,12 @@ impl Store {
     pub async fn contains(&self, id: [u8; 32]) -> Result<bool, StoreError> {
         let backend = self.backend.clone();
         blocking(move || backend.contains(&id)).await
+    }
+
+    /// Stored job requests, oldest first.
+    pub async fn job_requests(&self, which: JobRequests) -> Result<Vec<StoredRow>, StoreError> {
+        let backend = self.backend.clone();
+        blocking(move || backend.job_requests(which, crate::clock::unix_now())).await
     }
 
     /// The seqs of every stored job request, ascending.

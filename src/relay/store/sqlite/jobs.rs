@@ -2,7 +2,7 @@
 
 use rusqlite::{params, Connection, Transaction};
 
-use super::{JobRow, JobWrite, JobsSnapshot, StoreError, StoredRow};
+use super::{JobRequests, JobRow, JobWrite, JobsSnapshot, StoreError, StoredRow};
 use crate::protocol::kind::JOB_REQUESTS;
 
 fn clamp(value: u64) -> i64 {
@@ -63,16 +63,43 @@ pub fn load(connection: &Connection, now: u64) -> Result<JobsSnapshot, StoreErro
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
+    // Only requests some group may still offer: after its start, neither done nor dead.
     let mut requests = connection.prepare(
-        "SELECT seq, raw FROM events WHERE kind BETWEEN ?1 AND ?2 AND (expires_at IS NULL OR expires_at > ?3)
+        "SELECT seq, raw FROM events e WHERE kind BETWEEN ?1 AND ?2 AND (expires_at IS NULL OR expires_at > ?3)
+           AND EXISTS (SELECT 1 FROM job_groups g WHERE e.seq > g.start_seq AND NOT EXISTS
+                (SELECT 1 FROM job_state s WHERE s.grp = g.name AND s.job_seq = e.seq AND (s.done = 1 OR s.dead = 1)))
          ORDER BY seq",
     )?;
     let requests = requests
-        .query_map(params![*JOB_REQUESTS.start(), *JOB_REQUESTS.end(), clamp(now)], |row| {
-            Ok(StoredRow { seq: row.get::<_, i64>(0)?.max(0) as u64, raw: row.get::<_, Vec<u8>>(1)?.into() })
-        })?
+        .query_map(params![*JOB_REQUESTS.start(), *JOB_REQUESTS.end(), clamp(now)], stored_row)?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(JobsSnapshot { groups, states, requests })
+}
+
+fn stored_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
+    Ok(StoredRow { seq: row.get::<_, i64>(0)?.max(0) as u64, raw: row.get::<_, Vec<u8>>(1)?.into() })
+}
+
+/// Stored job requests: the unexpired ones after a seq, or one by id.
+pub fn requests(connection: &Connection, which: JobRequests, now: u64) -> Result<Vec<StoredRow>, StoreError> {
+    let (kinds, now) = ((*JOB_REQUESTS.start(), *JOB_REQUESTS.end()), clamp(now));
+    let rows = match which {
+        JobRequests::After(after) => {
+            let mut statement = connection.prepare(
+                "SELECT seq, raw FROM events WHERE kind BETWEEN ?1 AND ?2
+                   AND (expires_at IS NULL OR expires_at > ?3) AND seq > ?4 ORDER BY seq",
+            )?;
+            let rows = statement.query_map(params![kinds.0, kinds.1, now, clamp(after)], stored_row)?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        }
+        JobRequests::Id(id) => {
+            let mut statement =
+                connection.prepare("SELECT seq, raw FROM events WHERE id = ?1 AND kind BETWEEN ?2 AND ?3")?;
+            let rows = statement.query_map(params![&id[..], kinds.0, kinds.1], stored_row)?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        }
+    };
+    Ok(rows)
 }
 
 /// The seqs of every stored job request, ascending.

@@ -17,9 +17,9 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Accepted, BackupProgress, BackupReport, BatchStats, CommitHook, CommitReply, Committed, EventStore, JobRow,
-    JobWrite, JobsSnapshot, MirrorBatch, PendingCommit, PendingMirror, Prune, StoreError, StoredRow, UpstreamCursor,
-    Window,
+    Accepted, BackupProgress, BackupReport, BatchStats, CommitHook, CommitReply, Committed, EventStore, JobRequests,
+    JobRow, JobWrite, JobsSnapshot, MirrorBatch, PendingCommit, PendingMirror, Prune, StoreError, StoredRow,
+    UpstreamCursor, Window,
 };
 
 pub use apply::{LogBatch, LogReply};
@@ -198,6 +198,10 @@ impl EventStore for SqliteStore {
 
     fn load_jobs(&self, now: u64) -> Result<JobsSnapshot, StoreError> {
         self.read(|connection| jobs::load(connection, now))
+    }
+
+    fn job_requests(&self, which: JobRequests, now: u64) -> Result<Vec<StoredRow>, StoreError> {
+        self.read(|connection| jobs::requests(connection, which, now))
     }
 
     fn contains(&self, id: &[u8; 32]) -> Result<bool, StoreError> {
