@@ -6,6 +6,7 @@ pub mod config;
 pub mod connection;
 pub mod connections;
 pub mod console;
+pub mod delivery;
 pub mod fanout;
 pub mod health;
 pub mod http;
@@ -53,6 +54,9 @@ pub enum RelayError {
     /// The database could not be opened or migrated.
     #[error("database: {0}")]
     Store(#[from] StoreError),
+    /// A relay thread (the fan-out stage) could not be started.
+    #[error("cannot start a relay thread: {0}")]
+    Thread(#[from] std::io::Error),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -139,10 +143,11 @@ impl RelayState {
 
 pub use crate::clock::unix_now;
 
-/// Runs after each commit on the writer thread: admin changes, revokes, fan-out.
+/// Runs after each commit on the writer thread: admin changes, revokes, job queues, and
+/// the hand-over to the fan-out stage (delivery itself runs on that stage's thread).
 struct RelayHook {
     access: Arc<Access>,
-    fanout: Arc<Fanout>,
+    delivery: delivery::Delivery,
     jobs: Arc<jobs::Jobs>,
     connections: Arc<Connections>,
     metrics: Arc<Metrics>,
@@ -161,7 +166,7 @@ impl CommitHook for RelayHook {
         for committed in events.iter().filter(|committed| is_admin(committed.accepted.event.kind)) {
             apply_admin_event(&self.access, &self.connections, &committed.accepted.event);
         }
-        self.fanout.dispatch_committed(events);
+        self.delivery.committed(events);
         self.jobs.committed(events);
     }
 }
@@ -224,7 +229,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
     let jobs = Arc::new(jobs::Jobs::new(config.jobs.max_attempts));
     let hook = RelayHook {
         access: access.clone(),
-        fanout: fanout.clone(),
+        delivery: delivery::Delivery::start(fanout.clone())?,
         jobs: jobs.clone(),
         connections: connections.clone(),
         metrics: metrics.clone(),
@@ -232,7 +237,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
     };
     let store = Store::open_sqlite(&config.db, Box::new(hook))?;
     replay_admin_log(&store, &access)?;
-    fanout.set_fanned_through(store.last_seq()?);
+    fanout.mark_committed(store.last_seq()?);
     jobs.load(&store).await?;
     let addr = config.addr.clone();
     let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|source| RelayError::Bind { addr, source })?;
