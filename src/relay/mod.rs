@@ -17,6 +17,7 @@ pub mod memory;
 pub mod metrics;
 pub mod mirror;
 pub mod outbound;
+pub mod pipeline;
 pub mod rate;
 pub mod reply;
 pub mod retry;
@@ -26,6 +27,7 @@ pub mod store;
 pub mod subscriptions;
 #[cfg(test)]
 mod tests;
+pub mod verifier;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -54,7 +56,7 @@ pub enum RelayError {
     /// The database could not be opened or migrated.
     #[error("database: {0}")]
     Store(#[from] StoreError),
-    /// A relay thread (the fan-out stage) could not be started.
+    /// A relay thread (verifier, fan-out) could not be started.
     #[error("cannot start a relay thread: {0}")]
     Thread(#[from] std::io::Error),
     /// The listen address could not be bound.
@@ -84,8 +86,10 @@ pub struct RelayState {
     pub metrics: Arc<Metrics>,
     /// Publish token buckets per authenticated key.
     pub publish_rate: rate::RateLimiter<crate::protocol::PublicKey>,
-    /// Decompressed keys of recent authors (strict verification without decompression).
-    pub author_keys: keys::KeyCache,
+    /// Decoded keys of recent authors (verification without decompression).
+    pub author_keys: Arc<keys::KeyCache>,
+    /// The verifier stage: signatures of published events, batched in bursts.
+    pub verifier: verifier::Verifier,
     /// Handshake token buckets per IP.
     pub handshake_rate: rate::RateLimiter<std::net::IpAddr>,
     /// Whether writes succeed (for `/health`).
@@ -238,6 +242,8 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
     let store = Store::open_sqlite(&config.db, Box::new(hook))?;
     replay_admin_log(&store, &access)?;
     fanout.mark_committed(store.last_seq()?);
+    let author_keys = Arc::new(keys::KeyCache::default());
+    let verifier = verifier::Verifier::start(author_keys.clone())?;
     jobs.load(&store).await?;
     let addr = config.addr.clone();
     let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|source| RelayError::Bind { addr, source })?;
@@ -252,7 +258,8 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
         connections,
         metrics,
         publish_rate: rate::RateLimiter::default(),
-        author_keys: keys::KeyCache::default(),
+        author_keys,
+        verifier,
         handshake_rate: rate::RateLimiter::default(),
         health,
         outbound_bytes: Arc::new(OutboundBytes::default()),
