@@ -388,11 +388,16 @@ async fn expired_events_are_not_returned_and_are_deleted() {
     assert_eq!(ids, vec![lasting.id]);
     let store = &relay.handle.as_ref().expect("running").state.store;
     assert_eq!(store.delete_expired(now()).await.expect("prune"), 1);
-    let count: i64 = rusqlite::Connection::open(&relay.config.db)
-        .expect("open")
-        .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
-        .expect("count");
+    let database = rusqlite::Connection::open(&relay.config.db).expect("open");
+    let count: i64 = database.query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0)).expect("count");
     assert_eq!(count, 1);
+    // The deleted event's tag rows go with it; the other's stay.
+    let tag_rows: i64 = database
+        .query_row("SELECT COUNT(*) FROM tags WHERE seq NOT IN (SELECT seq FROM events)", [], |row| row.get(0))
+        .expect("orphans");
+    assert_eq!(tag_rows, 0, "no tag row outlives its event");
+    let kept: i64 = database.query_row("SELECT COUNT(*) FROM tags", [], |row| row.get(0)).expect("tags");
+    assert_eq!(kept, 1, "the lasting event's expires_at tag");
 }
 
 #[tokio::test]
