@@ -243,7 +243,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
     replay_admin_log(&store, &access)?;
     fanout.mark_committed(store.last_seq()?);
     let author_keys = Arc::new(keys::KeyCache::default());
-    let verifier = verifier::Verifier::start(author_keys.clone())?;
+    let verifier = verifier::Verifier::start(author_keys.clone(), metrics.clone())?;
     jobs.load(&store).await?;
     let addr = config.addr.clone();
     let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|source| RelayError::Bind { addr, source })?;

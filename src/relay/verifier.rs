@@ -6,6 +6,12 @@
 //!   it), then whatever else is already queued. One event is checked singly at once, so an
 //!   idle relay's latency does not grow; a burst is checked as one random linear
 //!   combination per [`MAX_BATCH`] ([`BatchVerifier`]), the same verdict for every event.
+//!   While a burst goes on (the previous pass took more than one event) a thread lingers
+//!   up to [`LINGER`] for its batch to fill: each batch starts with a single check (the
+//!   probe), so batches of a few events cost nearly what single checks cost, and under
+//!   load the events otherwise arrive a few at a time. The linger adds at most
+//!   [`LINGER`] to an OK that already waits for a commit under load, and nothing to an
+//!   idle relay's.
 //! - **Bad signatures cost no more than single checks.** [`BatchVerifier`] probes each
 //!   batch with a single check and backs off to single checks after a failed batch, and a
 //!   batch is at most [`MAX_BATCH`]: a stream of invalid signatures is verified one by one.
@@ -16,10 +22,12 @@
 //!   full, connections wait to hand over more, and so stop reading their sockets.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::keys::KeyCache;
+use super::metrics::Metrics;
 use crate::protocol::signature::{BatchVerifier, SignatureError, MAX_BATCH};
 use crate::protocol::Event;
 
@@ -28,6 +36,12 @@ const QUEUE: usize = 4096;
 
 /// The most verifier threads (one per core up to this).
 const MAX_THREADS: usize = 4;
+
+/// How long a thread waits for a batch to fill while a burst goes on.
+pub const LINGER: Duration = Duration::from_millis(2);
+
+/// How often a lingering thread looks at the queue again.
+const LINGER_STEP: Duration = Duration::from_micros(200);
 
 /// An event and its signature's verdict under spec §3.
 pub type Verified = (Event, Result<(), SignatureError>);
@@ -60,20 +74,23 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// Starts one verifier thread per core (at most [`MAX_THREADS`]), sharing `keys`.
-    pub fn start(keys: Arc<KeyCache>) -> std::io::Result<Verifier> {
+    /// Starts one verifier thread per core (at most [`MAX_THREADS`]), sharing `keys`,
+    /// reporting batch sizes into `metrics`.
+    pub fn start(keys: Arc<KeyCache>, metrics: Arc<Metrics>) -> std::io::Result<Verifier> {
         let threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, MAX_THREADS);
-        Verifier::with_threads(keys, threads)
+        Verifier::with_threads(keys, metrics, threads)
     }
 
     /// Starts `threads` verifier threads (at least one), sharing `keys`.
-    pub fn with_threads(keys: Arc<KeyCache>, threads: usize) -> std::io::Result<Verifier> {
+    pub fn with_threads(keys: Arc<KeyCache>, metrics: Arc<Metrics>, threads: usize) -> std::io::Result<Verifier> {
         let (jobs, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
         for index in 0..threads.max(1) {
             let receiver = receiver.clone();
-            let keys = keys.clone();
-            std::thread::Builder::new().name(format!("axon-verify-{index}")).spawn(move || run(&receiver, &keys))?;
+            let (keys, metrics) = (keys.clone(), metrics.clone());
+            std::thread::Builder::new()
+                .name(format!("axon-verify-{index}"))
+                .spawn(move || run(&receiver, &keys, &metrics))?;
         }
         Ok(Verifier { jobs })
     }
@@ -88,10 +105,13 @@ impl Verifier {
 
 /// One verifier thread: takes a job (waiting), then what is queued up to [`MAX_BATCH`],
 /// verifies them and answers each; ends when the queue closes.
-fn run(receiver: &Mutex<mpsc::Receiver<Job>>, keys: &KeyCache) {
+fn run(receiver: &Mutex<mpsc::Receiver<Job>>, keys: &KeyCache, metrics: &Metrics) {
     let mut verifier = BatchVerifier::new();
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while take(receiver, &mut jobs) {
+    let mut burst = false;
+    while take(receiver, &mut jobs, burst) {
+        burst = jobs.len() > 1;
+        metrics.verify_batch_size.observe(jobs.len() as f64);
         let verdicts = verify(keys, &mut verifier, &jobs);
         for (job, verdict) in jobs.drain(..).zip(verdicts) {
             // A connection that went away no longer wants its answer.
@@ -101,20 +121,35 @@ fn run(receiver: &Mutex<mpsc::Receiver<Job>>, keys: &KeyCache) {
 }
 
 /// Fills `jobs` with one job (waiting for it) and up to [`MAX_BATCH`] − 1 more that are
-/// already queued. False once the queue is closed and empty.
-fn take(receiver: &Mutex<mpsc::Receiver<Job>>, jobs: &mut Vec<Job>) -> bool {
+/// already queued, or that arrive within [`LINGER`] if `burst` goes on (the first job was
+/// already waiting). The queue stays locked
+/// meanwhile, so another thread does not take the rest of the batch in small pieces.
+/// False once the queue is closed and empty.
+fn take(receiver: &Mutex<mpsc::Receiver<Job>>, jobs: &mut Vec<Job>, burst: bool) -> bool {
     let mut receiver = crate::sync::lock(receiver);
-    let Some(first) = receiver.blocking_recv() else {
-        return false;
+    // Only a thread that found work waiting lingers: after a pause the burst is over.
+    let (first, waiting) = match receiver.try_recv() {
+        Ok(job) => (job, true),
+        Err(_) => match receiver.blocking_recv() {
+            Some(job) => (job, false),
+            None => return false,
+        },
     };
+    let burst = burst && waiting;
     jobs.push(first);
-    while jobs.len() < MAX_BATCH {
-        match receiver.try_recv() {
-            Ok(job) => jobs.push(job),
-            Err(_) => break,
+    let deadline = Instant::now() + LINGER;
+    loop {
+        while jobs.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
         }
+        if !burst || jobs.len() >= MAX_BATCH || Instant::now() >= deadline {
+            return true;
+        }
+        std::thread::sleep(LINGER_STEP);
     }
-    true
 }
 
 /// The verdict for each job, in order: singly for one, else through `verifier`.
@@ -135,7 +170,7 @@ mod tests {
     #[tokio::test]
     async fn verdicts_match_single_checks_and_come_back_with_their_event() {
         let keys = Arc::new(KeyCache::default());
-        let verifier = Verifier::with_threads(keys.clone(), 2).expect("start");
+        let verifier = Verifier::with_threads(keys.clone(), Arc::new(Metrics::new()), 2).expect("start");
         let key = SigningKey::from_bytes(&[7; 32]);
         let mut pending = Vec::new();
         for index in 0..300u64 {
