@@ -15,6 +15,8 @@
 //! - **Bad signatures cost no more than single checks.** [`BatchVerifier`] probes each
 //!   batch with a single check and backs off to single checks after a failed batch, and a
 //!   batch is at most [`MAX_BATCH`]: a stream of invalid signatures is verified one by one.
+//!   After a pass that found a bad signature a thread neither lingers nor takes more than
+//!   [`FAILING_BATCH`], so those refusals are not held back behind a long run of singles.
 //! - **Order.** The stage answers each event separately; a connection keeps its replies in
 //!   the order it received the events ([`super::pipeline`]), whatever order answers
 //!   arrive in.
@@ -42,6 +44,36 @@ pub const LINGER: Duration = Duration::from_millis(2);
 
 /// How often a lingering thread looks at the queue again.
 const LINGER_STEP: Duration = Duration::from_micros(200);
+
+/// The most events a thread takes at once right after a pass that found a bad signature.
+/// Bad signatures are checked singly (the probe of [`BatchVerifier`] fails, or it backs
+/// off), so a large batch would not save work, only hold back its replies: a few at a
+/// time keeps both threads busy and the replies flowing.
+const FAILING_BATCH: usize = 8;
+
+/// How a thread takes its next jobs, from what its last pass saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pace {
+    /// Idle, or a lone event: take what is queued.
+    Queued,
+    /// A burst of good signatures: wait up to [`LINGER`] for a full batch.
+    Burst,
+    /// Bad signatures: take at most [`FAILING_BATCH`], at once.
+    Failing,
+}
+
+impl Pace {
+    /// The pace after a pass over `verdicts`.
+    fn after(verdicts: &[Result<(), SignatureError>]) -> Pace {
+        if verdicts.iter().any(Result::is_err) {
+            Pace::Failing
+        } else if verdicts.len() > 1 {
+            Pace::Burst
+        } else {
+            Pace::Queued
+        }
+    }
+}
 
 /// An event and its signature's verdict under spec §3.
 pub type Verified = (Event, Result<(), SignatureError>);
@@ -108,11 +140,11 @@ impl Verifier {
 fn run(receiver: &Mutex<mpsc::Receiver<Job>>, keys: &KeyCache, metrics: &Metrics) {
     let mut verifier = BatchVerifier::new();
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    let mut burst = false;
-    while take(receiver, &mut jobs, burst) {
-        burst = jobs.len() > 1;
+    let mut pace = Pace::Queued;
+    while take(receiver, &mut jobs, pace) {
         metrics.verify_batch_size.observe(jobs.len() as f64);
         let verdicts = verify(keys, &mut verifier, &jobs);
+        pace = Pace::after(&verdicts);
         for (job, verdict) in jobs.drain(..).zip(verdicts) {
             // A connection that went away no longer wants its answer.
             let _ = job.reply.send((job.event, verdict));
@@ -120,12 +152,13 @@ fn run(receiver: &Mutex<mpsc::Receiver<Job>>, keys: &KeyCache, metrics: &Metrics
     }
 }
 
-/// Fills `jobs` with one job (waiting for it) and up to [`MAX_BATCH`] − 1 more that are
-/// already queued, or that arrive within [`LINGER`] if `burst` goes on (the first job was
+/// Fills `jobs` with one job (waiting for it) and more that are already queued (up to
+/// [`MAX_BATCH`], or [`FAILING_BATCH`] at the [`Pace::Failing`] pace), or that arrive
+/// within [`LINGER`] at the [`Pace::Burst`] pace if the burst goes on (the first job was
 /// already waiting). The queue stays locked
 /// meanwhile, so another thread does not take the rest of the batch in small pieces.
 /// False once the queue is closed and empty.
-fn take(receiver: &Mutex<mpsc::Receiver<Job>>, jobs: &mut Vec<Job>, burst: bool) -> bool {
+fn take(receiver: &Mutex<mpsc::Receiver<Job>>, jobs: &mut Vec<Job>, pace: Pace) -> bool {
     let mut receiver = crate::sync::lock(receiver);
     // Only a thread that found work waiting lingers: after a pause the burst is over.
     let (first, waiting) = match receiver.try_recv() {
@@ -135,17 +168,18 @@ fn take(receiver: &Mutex<mpsc::Receiver<Job>>, jobs: &mut Vec<Job>, burst: bool)
             None => return false,
         },
     };
-    let burst = burst && waiting;
+    let linger = pace == Pace::Burst && waiting;
+    let limit = if pace == Pace::Failing { FAILING_BATCH } else { MAX_BATCH };
     jobs.push(first);
     let deadline = Instant::now() + LINGER;
     loop {
-        while jobs.len() < MAX_BATCH {
+        while jobs.len() < limit {
             match receiver.try_recv() {
                 Ok(job) => jobs.push(job),
                 Err(_) => break,
             }
         }
-        if !burst || jobs.len() >= MAX_BATCH || Instant::now() >= deadline {
+        if !linger || jobs.len() >= limit || Instant::now() >= deadline {
             return true;
         }
         std::thread::sleep(LINGER_STEP);
@@ -166,6 +200,14 @@ mod tests {
     use ed25519_dalek::SigningKey;
 
     use super::*;
+
+    #[test]
+    fn a_pass_with_a_bad_signature_stops_lingering() {
+        assert_eq!(Pace::after(&[Ok(())]), Pace::Queued, "a lone event");
+        assert_eq!(Pace::after(&[Ok(()), Ok(())]), Pace::Burst);
+        assert_eq!(Pace::after(&[Ok(()), Err(SignatureError::Equation)]), Pace::Failing);
+        assert_eq!(Pace::after(&[Err(SignatureError::NonCanonicalS)]), Pace::Failing);
+    }
 
     #[tokio::test]
     async fn verdicts_match_single_checks_and_come_back_with_their_event() {
