@@ -7,8 +7,9 @@
 //!   reused, also after deletions ([`EventStore::last_seq`] counts deleted events too).
 //! - **Commit hook.** After each commit the backend calls [`CommitHook::committed`] once
 //!   with that commit's events in seq order, on one thread, before it answers any of their
-//!   [`PendingCommit`]s — so an OK is never sent before the hook (admin changes, fan-out)
-//!   has seen its event, and the hook sees every commit exactly once, in order.
+//!   [`PendingCommit`]s — so an OK is never sent before the hook (admin changes, the
+//!   hand-over to fan-out) has seen its event, and the hook sees every commit exactly
+//!   once, in order.
 //! - **Durability.** A [`PendingCommit`] resolves `Ok(seq)` only once the event survives
 //!   a crash of the relay process. A failed batch stores nothing of it.
 //! - **Order.** Events submitted one after another (each `submit` awaited before the next)

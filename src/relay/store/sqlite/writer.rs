@@ -1,5 +1,6 @@
 //! The writer thread: owns the only write connection, commits many events per
-//! transaction, runs the commit hook (admin changes, fan-out) in seq order, then answers.
+//! transaction, runs the commit hook (admin changes, job queues, the hand-over to the
+//! fan-out stage) in seq order, then answers.
 
 use std::sync::Arc;
 
