@@ -7,7 +7,7 @@
 //!   idle relay's latency does not grow; a burst is checked as one random linear
 //!   combination per [`MAX_BATCH`] ([`BatchVerifier`]), the same verdict for every event.
 //!   While a burst goes on (the previous pass took more than one event) a thread lingers
-//!   up to [`LINGER`] for its batch to fill: each batch starts with a single check (the
+//!   up to [`LINGER`] for its batch to fill, as long as events keep arriving: each batch starts with a single check (the
 //!   probe), so batches of a few events cost nearly what single checks cost, and under
 //!   load the events otherwise arrive a few at a time. The linger adds at most
 //!   [`LINGER`] to an OK that already waits for a commit under load, and nothing to an
@@ -172,6 +172,7 @@ fn take(receiver: &Mutex<mpsc::Receiver<Job>>, jobs: &mut Vec<Job>, pace: Pace) 
     let limit = if pace == Pace::Failing { FAILING_BATCH } else { MAX_BATCH };
     jobs.push(first);
     let deadline = Instant::now() + LINGER;
+    let mut before = 0;
     loop {
         while jobs.len() < limit {
             match receiver.try_recv() {
@@ -179,9 +180,13 @@ fn take(receiver: &Mutex<mpsc::Receiver<Job>>, jobs: &mut Vec<Job>, pace: Pace) 
                 Err(_) => break,
             }
         }
-        if !linger || jobs.len() >= limit || Instant::now() >= deadline {
+        // Linger while events keep coming: a step with no new one means the clients are
+        // waiting for answers (a pipelined client sends more only as OKs come back).
+        let arriving = jobs.len() > before;
+        if !linger || !arriving || jobs.len() >= limit || Instant::now() >= deadline {
             return true;
         }
+        before = jobs.len();
         std::thread::sleep(LINGER_STEP);
     }
 }
