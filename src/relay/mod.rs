@@ -42,7 +42,7 @@ use fanout::Fanout;
 use health::Health;
 use memory::OutboundBytes;
 use metrics::Metrics;
-use store::{BatchStats, CommitHook, Committed, Store, StoreError};
+use store::{Answers, BatchStats, CommitHook, Committed, Store, StoreError};
 
 use crate::protocol::kind::is_admin;
 use crate::protocol::Event;
@@ -172,6 +172,12 @@ impl CommitHook for RelayHook {
         }
         self.delivery.committed(events);
         self.jobs.committed(events);
+    }
+
+    fn answer(&mut self, answers: Answers) {
+        // After the fan-out stage delivered the batch: a live subscription on the
+        // publisher's own connection gets the EVENT before the OK, as when fan-out ran here.
+        self.delivery.answer(answers);
     }
 }
 

@@ -222,9 +222,21 @@ pub trait CommitHook: Send + 'static {
     /// The events just committed, and the transaction's size and time.
     fn committed(&mut self, events: &[Committed], stats: BatchStats);
 
+    /// Right after [`CommitHook::committed`], the batch's answers: sends them (the
+    /// default), or hands them on so they go out after work the hook started elsewhere
+    /// (the relay: after its fan-out stage delivered the events, so a subscriber on the
+    /// publisher's own connection gets the EVENT before the OK). A hook that holds them
+    /// must run every batch's answers exactly once, in commit order.
+    fn answer(&mut self, answers: Answers) {
+        answers();
+    }
+
     /// A write batch failed; nothing of it was stored and every request gets `error`.
     fn failed(&mut self, _error: &StoreError) {}
 }
+
+/// Sends the answers of one committed batch (see [`CommitHook::answer`]).
+pub type Answers = Box<dyn FnOnce() + Send>;
 
 /// What one write transaction did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

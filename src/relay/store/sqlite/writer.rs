@@ -87,12 +87,17 @@ fn commit_batch(
                 })
                 .collect();
             hook.committed(&committed, stats);
-            for ((_, reply, _), outcome) in inserts.drain(..).zip(outcomes) {
-                let _ = reply.send(outcome.ok_or(StoreError::Duplicate));
-            }
-            for (_, reply) in cursors.drain(..) {
-                let _ = reply.send(Ok(()));
-            }
+            let replies: Vec<(Reply, Option<u64>)> =
+                inserts.drain(..).zip(outcomes).map(|((_, reply, _), outcome)| (reply, outcome)).collect();
+            let cursor_replies: Vec<_> = cursors.drain(..).map(|(_, reply)| reply).collect();
+            hook.answer(Box::new(move || {
+                for (reply, outcome) in replies {
+                    let _ = reply.send(outcome.ok_or(StoreError::Duplicate));
+                }
+                for reply in cursor_replies {
+                    let _ = reply.send(Ok(()));
+                }
+            }));
         }
         Err(error) => {
             tracing::error!(%error, class = error.class(), events = inserts.len(), "write batch failed; nothing of it was stored");
