@@ -1,6 +1,7 @@
 //! The writer thread: owns the only write connection, commits many events per
 //! transaction, runs the commit hook (admin changes, job queues, the hand-over to the
-//! fan-out stage) in seq order, then answers.
+//! fan-out stage) in seq order, then gives the hook the answers to send
+//! ([`CommitHook::answer`]).
 
 use std::sync::Arc;
 
@@ -65,7 +66,7 @@ fn run(mut connection: Connection, mut receiver: mpsc::Receiver<WriteRequest>, m
     }
 }
 
-/// Inserts, commits, runs the hook, then answers every request of the batch.
+/// Inserts, commits, runs the hook, then hands it the answers to every request of the batch.
 fn commit_batch(
     connection: &mut Connection,
     inserts: &mut Vec<Insert>,
