@@ -198,6 +198,65 @@ async fn exactly_once_across_eose_under_concurrent_publishing() {
     assert_quiet(&mut subscription).await;
 }
 
+/// Fan-out runs on its own stage, off the writer: under pipelined publishing from several
+/// connections, subscriptions registered at different moments (replaying from seq 0) each
+/// see every event exactly once, the stored phase and the live phase together in strictly
+/// increasing seq order across EOSE.
+#[tokio::test]
+async fn exactly_once_in_seq_order_across_eose_with_pipelined_publishers() {
+    let relay = TestRelay::start().await;
+    let (publishers, per_publisher) = (4usize, 150usize);
+    let mut expected = BTreeSet::new();
+    let mut tasks = Vec::new();
+    for worker in 0..publishers {
+        let client = relay.connect(&alice()).await;
+        let events: Vec<_> =
+            (0..per_publisher).map(|index| event(&alice(), 1000, &format!("{worker}-{index}"), vec![])).collect();
+        expected.extend(events.iter().map(|event| event.id));
+        tasks.push(tokio::spawn(async move {
+            let publishing = events.iter().map(|event| client.publish(event));
+            for answer in futures_util::future::join_all(publishing).await {
+                answer.expect("publish").expect("seq");
+            }
+        }));
+    }
+    let mut subscriptions = Vec::new();
+    for index in 0..3 {
+        let subscriber = relay.connect(&bob()).await;
+        let filter = vec![kinds(&[1000])];
+        let subscription = subscriber.subscribe(&format!("s{index}"), filter, Some(0)).await.expect("sub");
+        subscriptions.push((subscriber, subscription));
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let total = publishers * per_publisher;
+    for (index, (_subscriber, subscription)) in subscriptions.iter_mut().enumerate() {
+        let mut seen = HashSet::new();
+        let (mut last_seq, mut eose) = (0, false);
+        while seen.len() < total {
+            match next_item(subscription).await {
+                SubItem::Event { event, seq, .. } => {
+                    assert!(seq > last_seq, "subscription {index}: seq {seq} after {last_seq} (eose: {eose})");
+                    last_seq = seq;
+                    assert!(seen.insert(event.id), "subscription {index}: an event twice");
+                }
+                SubItem::Eose => {
+                    assert!(!eose, "one EOSE");
+                    eose = true;
+                }
+                SubItem::Ended(error) => panic!("ended: {error:?}"),
+            }
+        }
+        assert_eq!(seen.into_iter().collect::<BTreeSet<_>>(), expected, "subscription {index}: none lost");
+        if !eose {
+            assert_eq!(next_item(subscription).await, SubItem::Eose, "EOSE after the stored phase");
+        }
+        assert_quiet(subscription).await;
+    }
+    for task in tasks {
+        task.await.expect("publisher");
+    }
+}
+
 #[tokio::test]
 async fn live_events_arrive_in_seq_order() {
     let relay = TestRelay::start().await;
@@ -329,11 +388,16 @@ async fn expired_events_are_not_returned_and_are_deleted() {
     assert_eq!(ids, vec![lasting.id]);
     let store = &relay.handle.as_ref().expect("running").state.store;
     assert_eq!(store.delete_expired(now()).await.expect("prune"), 1);
-    let count: i64 = rusqlite::Connection::open(&relay.config.db)
-        .expect("open")
-        .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
-        .expect("count");
+    let database = rusqlite::Connection::open(&relay.config.db).expect("open");
+    let count: i64 = database.query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0)).expect("count");
     assert_eq!(count, 1);
+    // The deleted event's tag rows go with it; the other's stay.
+    let tag_rows: i64 = database
+        .query_row("SELECT COUNT(*) FROM tags WHERE seq NOT IN (SELECT seq FROM events)", [], |row| row.get(0))
+        .expect("orphans");
+    assert_eq!(tag_rows, 0, "no tag row outlives its event");
+    let kept: i64 = database.query_row("SELECT COUNT(*) FROM tags", [], |row| row.get(0)).expect("tags");
+    assert_eq!(kept, 1, "the lasting event's expires_at tag");
 }
 
 #[tokio::test]

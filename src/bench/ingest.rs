@@ -9,7 +9,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use crate::client::{Client, ClientError};
 use crate::clock::unix_now;
 
-use super::gen::{content, prepare_all, pseudo_id, run_nonce, standard_tags, Draft, Prepared};
+use super::gen::{content, pseudo_id, run_nonce, sign_all, standard_tags, Draft, Prepared};
 use super::stats::{figure, rate, thousands, Latency, Metrics, Report};
 use super::{CliResult, Target};
 
@@ -24,6 +24,9 @@ pub struct IngestParams {
     pub in_flight: usize,
     /// Content size in bytes.
     pub content_bytes: usize,
+    /// Send every event with an invalid signature (one bit of S flipped, so only the
+    /// signature equation fails: the most expensive refusal). Measures the relay refusing.
+    pub invalid_signatures: bool,
 }
 
 /// What one publishing connection saw.
@@ -74,8 +77,14 @@ pub async fn pipeline(client: &Client, events: Vec<Prepared>, in_flight: usize) 
 
 /// The one-line summary of an ingest run (Axon or Nostr).
 pub fn summarize(metrics: &Metrics) -> String {
+    let refused = match metrics.get("refused") {
+        0.0 => String::new(),
+        refused => {
+            format!(", {} answers/s with {} refused", thousands(metrics.get("answers_per_s")), thousands(refused))
+        }
+    };
     format!(
-        "ingest: {} events/s acknowledged, OK latency p50 {} ms p99 {} ms ({} events, {} connections, {} in flight each)",
+        "ingest: {} events/s acknowledged{refused}, OK latency p50 {} ms p99 {} ms ({} events, {} connections, {} in flight each)",
         thousands(metrics.get("events_per_s")),
         figure(metrics.get("ok_p50_ms")),
         figure(metrics.get("ok_p99_ms")),
@@ -96,15 +105,17 @@ pub fn report(params: &IngestParams, outcomes: Vec<ConnOutcome>, elapsed: std::t
         }
     }
     let acknowledged = samples.len() as u64;
+    let refused = errors.values().sum::<u64>();
     let latency = Latency::of(samples);
     let mut metrics = Metrics::default();
     metrics.set("events_per_s", rate(acknowledged, elapsed));
+    metrics.set("answers_per_s", rate(acknowledged + refused, elapsed));
     metrics.set_latency(["ok_p50_ms", "ok_p99_ms", "ok_max_ms"], &latency);
     metrics.set("events", params.events as f64);
     metrics.set("connections", params.connections as f64);
     metrics.set("in_flight", params.in_flight as f64);
     metrics.set("acknowledged", acknowledged as f64);
-    metrics.set("refused", errors.values().sum::<u64>() as f64);
+    metrics.set("refused", refused as f64);
     metrics.set("seconds", elapsed.as_secs_f64());
     let mut details = vec![
         format!(
@@ -113,7 +124,11 @@ pub fn report(params: &IngestParams, outcomes: Vec<ConnOutcome>, elapsed: std::t
             elapsed.as_secs_f64(),
             latency.describe()
         ),
-        format!("content {} bytes, tags t/p/e, events pre-signed before timing", params.content_bytes),
+        format!(
+            "content {} bytes, tags t/p/e, events pre-signed before timing{}",
+            params.content_bytes,
+            if params.invalid_signatures { "; every signature invalid (S bit flipped)" } else { "" }
+        ),
     ];
     if !errors.is_empty() {
         details.push(format!("refused or failed, by code: {errors:?}"));
@@ -130,13 +145,19 @@ pub async fn run(target: &Target, params: &IngestParams) -> CliResult<Report> {
     let now = unix_now();
     let pubkeys: Vec<[u8; 32]> = keys.iter().map(|key| key.verifying_key().to_bytes()).collect();
     let events = tokio::task::block_in_place(|| {
-        prepare_all(params.events, &keys, |index| Draft {
+        let mut events = sign_all(params.events, &keys, |index| Draft {
             key: index % connections,
             created_at: now,
             kind: 1000,
             content: content(params.content_bytes, index as u64, now),
             tags: standard_tags(&topic, &pubkeys[(index + 1) % connections], &pseudo_id(&nonce, index as u64)),
-        })
+        })?;
+        if params.invalid_signatures {
+            for event in &mut events {
+                event.sig[40] ^= 1; // in S, which stays below ℓ: only the equation fails
+            }
+        }
+        CliResult::Ok(events.iter().map(Prepared::of).collect::<Vec<_>>())
     })?;
     let mut per_connection: Vec<Vec<Prepared>> =
         (0..connections).map(|_| Vec::with_capacity(params.events / connections + 1)).collect();

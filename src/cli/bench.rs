@@ -47,6 +47,10 @@ enum Scenario {
         /// Content size in bytes (every event also has tags t, p and e).
         #[arg(long, default_value_t = 200)]
         content_bytes: usize,
+        /// Send every event with an invalid signature (one bit of S flipped): the rate at
+        /// which the relay refuses them (each gets ERROR 400).
+        #[arg(long)]
+        invalid_signatures: bool,
     },
     /// S live subscriptions matching every event while P publishers send R events/s for D
     /// seconds: deliveries/s, publish→delivery latency p50/p99/max, overflows.
@@ -266,11 +270,16 @@ pub fn run(args: BenchArgs) -> CliResult {
 
 async fn scenario(scenario: Scenario) -> CliResult<()> {
     match scenario {
-        Scenario::Ingest { target, nostr, events, connections, in_flight, content_bytes } => {
+        Scenario::Ingest { target, nostr, events, connections, in_flight, content_bytes, invalid_signatures } => {
             check_nostr(&nostr)?;
             let axon = target.target(nostr.nostr.as_ref())?;
-            let params =
-                IngestParams { events, connections: connections.max(1), in_flight: in_flight.max(1), content_bytes };
+            let params = IngestParams {
+                events,
+                connections: connections.max(1),
+                in_flight: in_flight.max(1),
+                content_bytes,
+                invalid_signatures,
+            };
             repeat(target.runs, async |_| {
                 let mut reports: RunReports = Vec::new();
                 if axon.is_some() {

@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
-use futures_util::stream::{FuturesUnordered, SplitSink, SplitStream};
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use rand::RngCore;
 use tokio::sync::Notify;
@@ -17,8 +16,9 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::connections::ConnId;
-use super::ingest::{admit, Admitted, Publisher, Rejection};
+use super::ingest::{admit_valid, check_unsigned, Admitted, Publisher, Rejection};
 use super::outbound::{OutFrame, Outbound};
+use super::pipeline::{stopping, Checked, Pipeline};
 use super::reply::{error_frame, ok_frame, store_error};
 use super::retry;
 use super::rewind::Rewind;
@@ -224,9 +224,6 @@ struct Session {
     subscriptions: Subscriptions,
 }
 
-/// A publish waiting for its commit; resolves to the reply frame.
-type InFlight = FuturesUnordered<BoxFuture<'static, OutFrame>>;
-
 /// Why the read loop ended.
 enum Ending {
     /// The peer closed or the socket failed.
@@ -243,21 +240,21 @@ impl Session {
         let period = Duration::from_secs(config.limits.ping_interval_secs);
         let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         let mut unanswered = 0u32;
-        let mut in_flight: InFlight = FuturesUnordered::new();
+        let mut pipeline = Pipeline::default();
         let mut shutdown = self.state.shutdown_signal();
         let ending = loop {
             if *shutdown.borrow() {
                 break Ending::Shutdown;
             }
             tokio::select! {
-                message = reader.next() => match message {
+                message = reader.next(), if !pipeline.is_full() => match message {
                     None | Some(Ok(Message::Close(_))) => break Ending::Gone,
                     Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
                         self.outbound.push_always(OutFrame::Close(close::TOO_BIG, "message too big".into()));
                         break Ending::Closed;
                     }
                     Some(Err(_)) => break Ending::Gone,
-                    Some(Ok(Message::Binary(bytes))) => self.handle_frame(Bytes::from(bytes), &mut in_flight).await,
+                    Some(Ok(Message::Binary(bytes))) => self.handle_frame(Bytes::from(bytes), &mut pipeline).await,
                     Some(Ok(Message::Text(_))) => {
                         let error = ProtocolError::invalid("text messages are not part of the protocol; send binary MessagePack");
                         self.outbound.push(error_frame(&error, None)).await;
@@ -265,7 +262,10 @@ impl Session {
                     Some(Ok(Message::Pong(_))) => unanswered = 0,
                     Some(Ok(_)) => {}
                 },
-                Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
+                Some(checked) = pipeline.checking.next(), if !pipeline.checking.is_empty() => {
+                    self.admit_checked(checked, &mut pipeline).await;
+                }
+                Some(reply) = pipeline.replies.next(), if !pipeline.replies.is_empty() => {
                     self.outbound.push(reply).await;
                 }
                 _ = pings.tick() => {
@@ -281,13 +281,26 @@ impl Session {
             }
         };
         if let Ending::Shutdown = ending {
+            self.finish(&mut pipeline, true).await;
             self.refuse_buffered(&mut reader).await;
-            while let Some(reply) = in_flight.next().await {
-                self.outbound.push(reply).await;
-            }
             self.outbound.push_always(OutFrame::Close(close::GOING_AWAY, "relay shutting down".into()));
+        } else {
+            // Publishes already read still commit; only their replies are dropped.
+            self.finish(&mut pipeline, false).await;
         }
-        // On Gone/Closed, in-flight publishes still commit; only their replies are dropped.
+    }
+
+    /// Takes every publish in flight through both stages (they are stored as if the
+    /// connection went on); queues the replies if `reply`.
+    async fn finish(&mut self, pipeline: &mut Pipeline, reply: bool) {
+        while let Some(checked) = pipeline.checking.next().await {
+            self.admit_checked(checked, pipeline).await;
+        }
+        while let Some(frame) = pipeline.replies.next().await {
+            if reply {
+                self.outbound.push(frame).await;
+            }
+        }
     }
 
     /// At shutdown: every PUBLISH still arriving gets 503, so each publish sent before the
@@ -311,7 +324,7 @@ impl Session {
         }
     }
 
-    async fn handle_frame(&mut self, bytes: Bytes, in_flight: &mut InFlight) {
+    async fn handle_frame(&mut self, bytes: Bytes, pipeline: &mut Pipeline) {
         let frame = match Frame::decode(&bytes) {
             Ok(frame) => frame,
             Err(error) => {
@@ -320,8 +333,8 @@ impl Session {
             }
         };
         match frame {
-            Frame::Publish { event } => self.publish(event, in_flight).await,
-            Frame::PublishAck { event, ack } => self.publish_ack(event, ack, in_flight).await,
+            Frame::Publish { event } => self.check(event, None, pipeline).await,
+            Frame::PublishAck { event, ack } => self.check(event, Some(ack), pipeline).await,
             Frame::Subscribe(subscribe) => self.subscriptions.subscribe(subscribe).await,
             Frame::QueueSubscribe(queue) => self.subscriptions.queue_subscribe(queue).await,
             Frame::Ack(job) => {
@@ -350,53 +363,53 @@ impl Session {
         }
     }
 
-    /// PUBLISH with `ack` (spec §14): §8's checks, then the job's lease, then one
-    /// transaction storing the event and completing the job.
-    async fn publish_ack(&mut self, raw: RawEvent, ack: JobRef, in_flight: &mut InFlight) {
+    /// PUBLISH (with or without `ack`): validation up to the signature here, then the
+    /// signature in the verifier stage; the publish joins the pipeline either way.
+    async fn check(&self, raw: RawEvent, ack: Option<JobRef>, pipeline: &mut Pipeline) {
         let config = self.state.config();
-        let publisher =
-            Publisher { key: self.viewer.pubkey, limiter: &self.state.publish_rate, keys: &self.state.author_keys };
-        let accepted = match admit(raw, &self.state.access, &config.limits, &publisher, unix_now()) {
-            Err(Rejection { error, id }) => {
-                self.state.metrics.rejected(error.code);
-                self.outbound.push(error_frame(&error, id)).await;
-                return;
-            }
-            Ok(Admitted::Ephemeral(accepted)) => {
-                let error = ProtocolError::invalid("an event that completes a job must be of a stored kind");
-                self.state.metrics.rejected(error.code);
-                self.outbound.push(error_frame(&error, Some(accepted.event.id))).await;
-                return;
-            }
-            Ok(Admitted::Store(accepted)) => accepted,
+        let event = match check_unsigned(&raw, &config.limits) {
+            Ok(event) => event,
+            Err(rejection) => return pipeline.refuse(rejection),
         };
-        let metrics = self.state.metrics.clone();
-        in_flight.push(self.state.jobs.publish_completing(&self.state.store, metrics, self.conn, accepted, ack));
-    }
-
-    /// REQUEUE (kind 9002, checked by `admit`): stored together with the job's fresh
-    /// start, or refused (409 not dead, 410 expired).
-    async fn publish_requeue(&mut self, accepted: Arc<Accepted>, in_flight: &mut InFlight) {
-        match requeue_request(&accepted.event) {
-            Ok(requeue) => {
-                let metrics = self.state.metrics.clone();
-                in_flight.push(self.state.jobs.publish_requeue(&self.state.store, metrics, accepted, requeue));
-            }
-            Err(error) => {
-                self.state.metrics.rejected(error.code);
-                self.outbound.push(error_frame(&error, Some(accepted.event.id))).await;
-            }
+        let id = event.id;
+        match self.state.verifier.submit(event).await {
+            Ok(verdict) => pipeline.verify(verdict, id, raw, ack),
+            Err(_) => pipeline.refuse(Rejection { error: stopping(), id: Some(id) }),
         }
     }
 
-    async fn publish(&mut self, raw: RawEvent, in_flight: &mut InFlight) {
+    /// REQUEUE (kind 9002, checked by `admit_valid`): stored together with the job's fresh
+    /// start, or refused (409 not dead, 410 expired; 400 with `ack`).
+    fn requeue(&self, accepted: Arc<Accepted>, ack: Option<JobRef>, pipeline: &mut Pipeline) {
+        let id = Some(accepted.event.id);
+        let requeue = match (ack, requeue_request(&accepted.event)) {
+            (Some(_), _) => Err(ProtocolError::invalid("a REQUEUE event cannot complete a job")),
+            (None, requeue) => requeue,
+        };
+        match requeue {
+            Ok(requeue) => {
+                let metrics = self.state.metrics.clone();
+                pipeline.reply_later(self.state.jobs.publish_requeue(&self.state.store, metrics, accepted, requeue));
+            }
+            Err(error) => pipeline.reply_now(self.refusal(Rejection { error, id })),
+        }
+    }
+
+    /// A publish out of the checking stage, in arrival order: §8's rules after
+    /// validation, then the writer (spec §14: with the job's lease for PUBLISH with `ack`).
+    async fn admit_checked(&mut self, checked: Checked, pipeline: &mut Pipeline) {
+        let (event, raw, ack) = match checked {
+            Checked::Refused(rejection) => return pipeline.reply_now(self.refusal(rejection)),
+            Checked::Valid { event, raw, ack } => (event, raw, ack),
+        };
         let config = self.state.config();
         let publisher =
             Publisher { key: self.viewer.pubkey, limiter: &self.state.publish_rate, keys: &self.state.author_keys };
-        match admit(raw, &self.state.access, &config.limits, &publisher, unix_now()) {
-            Err(Rejection { error, id }) => {
-                self.state.metrics.rejected(error.code);
-                self.outbound.push(error_frame(&error, id)).await;
+        let accepted = match admit_valid(event, raw, &self.state.access, &config.limits, &publisher, unix_now()) {
+            Err(rejection) => return pipeline.reply_now(self.refusal(rejection)),
+            Ok(Admitted::Ephemeral(accepted)) if ack.is_some() => {
+                let error = ProtocolError::invalid("an event that completes a job must be of a stored kind");
+                return pipeline.reply_now(self.refusal(Rejection { error, id: Some(accepted.event.id) }));
             }
             Ok(Admitted::Ephemeral(accepted)) => {
                 self.state.fanout.dispatch_ephemeral(&accepted.event, &accepted.raw);
@@ -404,35 +417,44 @@ impl Session {
                     cluster.send_ephemeral(accepted.raw.clone()).await; // to the other nodes (spec §16)
                 }
                 self.state.metrics.events_accepted.inc();
-                self.outbound.push(ok_frame(accepted.event.id, None)).await;
+                return pipeline.reply_now(ok_frame(accepted.event.id, None));
             }
-            Ok(Admitted::Store(accepted)) if accepted.event.kind == KIND_REQUEUE => {
-                self.publish_requeue(accepted, in_flight).await;
-            }
-            Ok(Admitted::Store(accepted)) => {
-                // Queue for the writer here, in the order the publishes arrived; only the
-                // wait for the commit runs concurrently.
-                let id = accepted.event.id;
-                let pending = self.state.store.submit(accepted).await;
-                let metrics = self.state.metrics.clone();
-                in_flight.push(Box::pin(async move {
-                    let answer = match pending {
-                        Ok(pending) => pending.await,
-                        Err(error) => Err(error),
-                    };
-                    match answer {
-                        Ok(seq) => {
-                            metrics.events_accepted.inc();
-                            ok_frame(id, Some(seq))
-                        }
-                        Err(error) => {
-                            let error = store_error(&error);
-                            metrics.rejected(error.code);
-                            error_frame(&error, Some(id))
-                        }
-                    }
-                }));
-            }
+            Ok(Admitted::Store(accepted)) => accepted,
+        };
+        let metrics = self.state.metrics.clone();
+        if accepted.event.kind == KIND_REQUEUE {
+            return self.requeue(accepted, ack, pipeline);
         }
+        if let Some(ack) = ack {
+            let completing = self.state.jobs.publish_completing(&self.state.store, metrics, self.conn, accepted, ack);
+            return pipeline.reply_later(completing);
+        }
+        // Queued for the writer here, in the order the publishes arrived; only the wait
+        // for the commit runs concurrently.
+        let id = accepted.event.id;
+        let pending = self.state.store.submit(accepted).await;
+        pipeline.reply_later(Box::pin(async move {
+            let answer = match pending {
+                Ok(pending) => pending.await,
+                Err(error) => Err(error),
+            };
+            match answer {
+                Ok(seq) => {
+                    metrics.events_accepted.inc();
+                    ok_frame(id, Some(seq))
+                }
+                Err(error) => {
+                    let error = store_error(&error);
+                    metrics.rejected(error.code);
+                    error_frame(&error, Some(id))
+                }
+            }
+        }));
+    }
+
+    /// The ERROR for a refused publish, counted.
+    fn refusal(&self, rejection: Rejection) -> OutFrame {
+        self.state.metrics.rejected(rejection.error.code);
+        error_frame(&rejection.error, rejection.id)
     }
 }

@@ -2,14 +2,22 @@
 //! and overflow with a resume point (spec §9.2–§9.4).
 //!
 //! Exactly once across EOSE: a subscription is registered (under the registry lock) at
-//! the highest seq fanned out so far, its *snapshot*. Stored queries return only events
-//! with seq ≤ snapshot; every later event reaches it through [`Fanout::dispatch_committed`],
-//! which the writer calls after commit, in seq order, under the same lock. Until the
-//! subscription has sent EOSE, live events are held in its pending buffer.
+//! the highest seq committed so far, its *snapshot* ([`Fanout::mark_committed`], which
+//! the writer's commit hook calls before it hands the commit's events to the fan-out
+//! stage, [`super::delivery`]). Stored queries return only events with seq ≤ snapshot;
+//! [`Fanout::dispatch_committed`] runs on the fan-out stage's thread, in seq order, under
+//! the same lock, and skips events with seq ≤ a subscription's snapshot. An event
+//! committed before the registration is thus in the stored phase (it is in the database
+//! and ≤ snapshot), one committed after it is delivered live (it is dispatched after the
+//! registration, being marked committed only after the snapshot was read), never both.
+//! Because the mark comes before OK, a client that subscribes after an OK finds that
+//! event in the stored phase. Until the subscription has sent EOSE, live events are held
+//! in its pending buffer.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
@@ -44,6 +52,8 @@ struct Subscription {
     phase: Phase,
     /// §9.4's *start*: `after_seq`, or the snapshot.
     start: u64,
+    /// Events up to this seq are the stored phase's; live delivery skips them.
+    snapshot: u64,
     /// Highest seq such that every matching stored event in (start, it] was delivered.
     delivered_through: u64,
     /// Most live events held before EOSE.
@@ -106,8 +116,6 @@ struct Registry {
     /// Filter items held per connection, over all its subscriptions.
     items: HashMap<ConnId, usize>,
     next_key: SubKey,
-    /// Highest seq handed to [`Fanout::dispatch_committed`].
-    fanned_through: u64,
 }
 
 /// A subscription just registered.
@@ -127,6 +135,8 @@ pub struct Overflowed {
 /// Every live subscription of the relay.
 pub struct Fanout {
     registry: Mutex<Registry>,
+    /// Highest seq committed (marked by the commit hook before any OK of it).
+    committed_through: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -183,6 +193,9 @@ impl Registry {
             let Some(subscription) = self.subscriptions.get_mut(&key) else {
                 continue;
             };
+            if seq != 0 && seq <= subscription.snapshot {
+                continue; // committed before it registered: its stored phase has it
+            }
             if !subscription.filters.iter().any(|filter| filter.matches(event)) || !visible(&subscription.viewer, event)
             {
                 continue;
@@ -243,16 +256,18 @@ fn flush_pending(subscription: &mut Subscription, pending: Vec<(u64, Bytes)>) ->
 impl Fanout {
     /// An empty registry reporting into `metrics`.
     pub fn new(metrics: Arc<Metrics>) -> Fanout {
-        Fanout { registry: Mutex::new(Registry::default()), metrics }
+        Fanout { registry: Mutex::new(Registry::default()), committed_through: AtomicU64::new(0), metrics }
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
         crate::sync::lock(&self.registry)
     }
 
-    /// Sets the highest committed seq at startup.
-    pub fn set_fanned_through(&self, seq: u64) {
-        self.lock().fanned_through = seq;
+    /// Records that every event up to `seq` is committed: subscriptions registered from
+    /// now on find them in their stored phase. Called at startup and by the commit hook,
+    /// before it hands those events to [`Fanout::dispatch_committed`] and before any OK.
+    pub fn mark_committed(&self, seq: u64) {
+        self.committed_through.fetch_max(seq, Ordering::SeqCst);
     }
 
     /// Refuses (400) a SUBSCRIBE that would take the connection's filter items, over all
@@ -299,7 +314,8 @@ impl Fanout {
         if let Some(old) = registry.by_name.get(&(conn, sub_id.clone())).copied() {
             registry.remove(old);
         }
-        let snapshot = registry.fanned_through;
+        // Read under the registry lock: see the module docs.
+        let snapshot = self.committed_through.load(Ordering::SeqCst);
         // An after_seq beyond the end of the log resumes from the end: nothing stored to
         // send, then live events, and overflow resume points stay meaningful.
         let start = after_seq.map_or(snapshot, |after| after.min(snapshot));
@@ -325,6 +341,7 @@ impl Fanout {
                 outbound,
                 phase: Phase::Stored { pending: Vec::new(), pending_bytes: 0, overflowed: false },
                 start,
+                snapshot,
                 delivered_through: start.max(snapshot),
                 pending_capacity,
                 slots,
@@ -381,12 +398,15 @@ impl Fanout {
         }
     }
 
-    /// Delivers committed events, in seq order (called by the writer after commit).
+    /// Delivers committed events, in seq order, to the subscriptions registered before
+    /// they were marked committed (called by the fan-out stage, [`super::delivery`]).
     pub fn dispatch_committed(&self, events: &[Committed]) {
+        if let Some(last) = events.last() {
+            self.mark_committed(last.seq); // already marked by the hook; kept for direct callers
+        }
         let mut registry = self.lock();
         for committed in events {
             registry.deliver(&committed.accepted.event, &committed.accepted.raw, committed.seq, &self.metrics);
-            registry.fanned_through = registry.fanned_through.max(committed.seq);
         }
     }
 

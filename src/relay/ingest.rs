@@ -10,8 +10,9 @@ use super::keys::KeyCache;
 use super::rate::RateLimiter;
 use super::store::Accepted;
 use crate::protocol::kind::{is_admin, is_ephemeral};
+use crate::protocol::signature::SignatureError;
 use crate::protocol::tags::expires_at;
-use crate::protocol::{ErrorCode, EventId, ProtocolError, PublicKey, RawEvent};
+use crate::protocol::{ErrorCode, Event, EventId, ProtocolError, PublicKey, RawEvent};
 
 /// A refused publish: the error and the event id when it could be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,12 +46,29 @@ pub struct Publisher<'a> {
 /// the hash of its canonical payload and its signature verifies. Also used for events a
 /// mirror copies (spec §17).
 pub fn validate(raw: &RawEvent, limits: &LimitsConfig, keys: &KeyCache) -> Result<crate::protocol::Event, Rejection> {
+    let event = check_unsigned(raw, limits)?;
+    let verdict = keys.verify(&event);
+    check_signature(event, verdict)
+}
+
+/// Validation (spec §3) up to the signature: the event decodes, its fields are within the
+/// limits and its id is the hash of its canonical payload. The signature is the verifier
+/// stage's ([`super::verifier`]); [`check_signature`] applies its verdict.
+pub fn check_unsigned(raw: &RawEvent, limits: &LimitsConfig) -> Result<Event, Rejection> {
     let event = raw.decode().map_err(|error| Rejection { error, id: raw.best_effort_id() })?;
     let reject = |error| Rejection { error, id: Some(event.id) };
     event.check_fields(&limits.protocol()).map_err(reject)?;
     event.check_id().map_err(reject)?;
-    keys.verify(&event).map_err(|bad| reject(bad.into()))?;
     Ok(event)
+}
+
+/// The last step of validation: the event if its signature verdict is Ok, else 400 naming
+/// the clause that failed.
+pub fn check_signature(event: Event, verdict: Result<(), SignatureError>) -> Result<Event, Rejection> {
+    match verdict {
+        Ok(()) => Ok(event),
+        Err(bad) => Err(Rejection { error: bad.into(), id: Some(event.id) }),
+    }
 }
 
 /// Runs every rule before storage: validation (§3) → author allowed → kind rules →
@@ -63,6 +81,19 @@ pub fn admit(
     now: u64,
 ) -> Result<Admitted, Rejection> {
     let event = validate(&raw, limits, publisher.keys)?;
+    admit_valid(event, raw, access, limits, publisher, now)
+}
+
+/// The rules after validation, for an event that passed it (spec §8): author allowed →
+/// kind rules → expires_at → created_at skew → rate limit → admin event content.
+pub fn admit_valid(
+    event: Event,
+    raw: RawEvent,
+    access: &Access,
+    limits: &LimitsConfig,
+    publisher: &Publisher<'_>,
+    now: u64,
+) -> Result<Admitted, Rejection> {
     let id = Some(event.id);
     let reject = |error| Rejection { error, id };
     if !access.is_allowed(&event.pubkey) {

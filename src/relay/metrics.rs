@@ -27,6 +27,8 @@ pub struct Metrics {
     pub overflows: IntCounter,
     /// Events per write transaction.
     pub write_batch_size: Histogram,
+    /// Signatures per verifier pass (1 = checked singly).
+    pub verify_batch_size: Histogram,
     /// Time to insert and commit one write transaction.
     pub commit_seconds: Histogram,
     /// Time to run one stored query (a subscription's stored phase or a replay page).
@@ -91,6 +93,12 @@ impl Metrics {
                 "axon_write_batch_events",
                 "Events per write transaction",
                 vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0],
+            ),
+            verify_batch_size: histogram(
+                &registry,
+                "axon_verify_batch_events",
+                "Signatures per verifier pass (1 = checked singly)",
+                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
             ),
             commit_seconds: histogram(
                 &registry,

@@ -7,6 +7,7 @@ pub mod config;
 pub mod connection;
 pub mod connections;
 pub mod console;
+pub mod delivery;
 pub mod fanout;
 pub mod health;
 pub mod http;
@@ -17,6 +18,7 @@ pub mod memory;
 pub mod metrics;
 pub mod mirror;
 pub mod outbound;
+pub mod pipeline;
 pub mod rate;
 pub mod reply;
 pub mod retry;
@@ -26,6 +28,7 @@ pub mod store;
 pub mod subscriptions;
 #[cfg(test)]
 mod tests;
+pub mod verifier;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,7 +43,7 @@ use fanout::Fanout;
 use health::Health;
 use memory::OutboundBytes;
 use metrics::Metrics;
-use store::{BatchStats, CommitHook, Committed, Store, StoreError};
+use store::{Answers, BatchStats, CommitHook, Committed, Store, StoreError};
 
 use crate::protocol::kind::is_admin;
 use crate::protocol::Event;
@@ -57,6 +60,9 @@ pub enum RelayError {
     /// The cluster's log (spec §16) could not be used.
     #[error("cluster: {0}")]
     Cluster(#[from] cluster::ClusterError),
+    /// A relay thread (verifier, fan-out) could not be started.
+    #[error("cannot start a relay thread: {0}")]
+    Thread(#[from] std::io::Error),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -84,8 +90,10 @@ pub struct RelayState {
     pub metrics: Arc<Metrics>,
     /// Publish token buckets per authenticated key.
     pub publish_rate: rate::RateLimiter<crate::protocol::PublicKey>,
-    /// Decompressed keys of recent authors (strict verification without decompression).
-    pub author_keys: keys::KeyCache,
+    /// Decoded keys of recent authors (verification without decompression).
+    pub author_keys: Arc<keys::KeyCache>,
+    /// The verifier stage: signatures of published events, batched in bursts.
+    pub verifier: verifier::Verifier,
     /// Handshake token buckets per IP.
     pub handshake_rate: rate::RateLimiter<std::net::IpAddr>,
     /// Whether writes succeed (for `/health`).
@@ -149,10 +157,11 @@ impl RelayState {
 
 pub use crate::clock::unix_now;
 
-/// Runs after each commit on the writer thread: admin changes, revokes, fan-out.
+/// Runs after each commit on the writer thread: admin changes, revokes, job queues, and
+/// the hand-over to the fan-out stage (delivery itself runs on that stage's thread).
 struct RelayHook {
     access: Arc<Access>,
-    fanout: Arc<Fanout>,
+    delivery: delivery::Delivery,
     jobs: Arc<jobs::Jobs>,
     connections: Arc<Connections>,
     metrics: Arc<Metrics>,
@@ -171,8 +180,14 @@ impl CommitHook for RelayHook {
         for committed in events.iter().filter(|committed| is_admin(committed.accepted.event.kind)) {
             apply_admin_event(&self.access, &self.connections, &committed.accepted.event);
         }
-        self.fanout.dispatch_committed(events);
+        self.delivery.committed(events);
         self.jobs.committed(events);
+    }
+
+    fn answer(&mut self, answers: Answers) {
+        // After the fan-out stage delivered the batch: a live subscription on the
+        // publisher's own connection gets the EVENT before the OK, as when fan-out ran here.
+        self.delivery.answer(answers);
     }
 }
 
@@ -234,7 +249,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
     let jobs = Arc::new(jobs::Jobs::new(config.jobs.max_attempts));
     let hook = RelayHook {
         access: access.clone(),
-        fanout: fanout.clone(),
+        delivery: delivery::Delivery::start(fanout.clone())?,
         jobs: jobs.clone(),
         connections: connections.clone(),
         metrics: metrics.clone(),
@@ -242,7 +257,9 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
     };
     let (store, cluster) = open_store(&config, Box::new(hook), metrics.clone()).await?;
     replay_admin_log(&store, &access)?;
-    fanout.set_fanned_through(store.last_seq()?);
+    fanout.mark_committed(store.last_seq()?);
+    let author_keys = Arc::new(keys::KeyCache::default());
+    let verifier = verifier::Verifier::start(author_keys.clone(), metrics.clone())?;
     jobs.load(&store).await?;
     if let Some(cluster) = &cluster {
         cluster.start_applying().await;
@@ -261,7 +278,8 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
         connections,
         metrics,
         publish_rate: rate::RateLimiter::default(),
-        author_keys: keys::KeyCache::default(),
+        author_keys,
+        verifier,
         handshake_rate: rate::RateLimiter::default(),
         health,
         outbound_bytes: Arc::new(OutboundBytes::default()),

@@ -7,8 +7,9 @@
 //!   reused, also after deletions ([`EventStore::last_seq`] counts deleted events too).
 //! - **Commit hook.** After each commit the backend calls [`CommitHook::committed`] once
 //!   with that commit's events in seq order, on one thread, before it answers any of their
-//!   [`PendingCommit`]s — so an OK is never sent before the hook (admin changes, fan-out)
-//!   has seen its event, and the hook sees every commit exactly once, in order.
+//!   [`PendingCommit`]s — so an OK is never sent before the hook (admin changes, the
+//!   hand-over to fan-out) has seen its event, and the hook sees every commit exactly
+//!   once, in order.
 //! - **Durability.** A [`PendingCommit`] resolves `Ok(seq)` only once the event survives
 //!   a crash of the relay process. A failed batch stores nothing of it.
 //! - **Order.** Events submitted one after another (each `submit` awaited before the next)
@@ -236,9 +237,21 @@ pub trait CommitHook: Send + 'static {
     /// The events just committed, and the transaction's size and time.
     fn committed(&mut self, events: &[Committed], stats: BatchStats);
 
+    /// Right after [`CommitHook::committed`], the batch's answers: sends them (the
+    /// default), or hands them on so they go out after work the hook started elsewhere
+    /// (the relay: after its fan-out stage delivered the events, so a subscriber on the
+    /// publisher's own connection gets the EVENT before the OK). A hook that holds them
+    /// must run every batch's answers exactly once, in commit order.
+    fn answer(&mut self, answers: Answers) {
+        answers();
+    }
+
     /// A write batch failed; nothing of it was stored and every request gets `error`.
     fn failed(&mut self, _error: &StoreError) {}
 }
+
+/// Sends the answers of one committed batch (see [`CommitHook::answer`]).
+pub type Answers = Box<dyn FnOnce() + Send>;
 
 /// What one write transaction did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

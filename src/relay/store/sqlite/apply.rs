@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use tokio::sync::oneshot;
 
 use super::{Accepted, BatchStats, CommitHook, Committed, StoreError, UpstreamCursor};
@@ -36,7 +36,10 @@ pub fn commit(connection: &mut Connection, batch: LogBatch, reply: LogReply, hoo
                 .map(|((seq, accepted), _)| Committed { seq: *seq, accepted: accepted.clone() })
                 .collect();
             hook.committed(&committed, stats);
-            let _ = reply.send(Ok(inserted));
+            // As for every commit: answered after the hook's fan-out delivered the events.
+            hook.answer(Box::new(move || {
+                let _ = reply.send(Ok(inserted));
+            }));
         }
         Err(error) => {
             tracing::error!(%error, class = error.class(), events = batch.events.len(), "applying the cluster log failed; nothing of the batch was stored");
@@ -50,40 +53,30 @@ fn insert(connection: &mut Connection, batch: &LogBatch) -> Result<Vec<bool>, St
     let transaction = connection.transaction()?;
     let mut inserted = Vec::with_capacity(batch.events.len());
     {
-        // No conflict target: a known id (or, never expected, a taken seq) is skipped.
+        // OR IGNORE (see the writer): a known id (or, never expected, a taken seq) is
+        // skipped.
         let mut insert_event = transaction.prepare_cached(
-            "INSERT INTO events (seq, id, pubkey, created_at, kind, expires_at, raw)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING RETURNING seq",
+            "INSERT OR IGNORE INTO events (seq, id, pubkey, created_at, kind, expires_at, raw)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
-        let mut insert_tag = transaction
-            .prepare_cached("INSERT INTO tags (name, value, kind, created_at, seq) VALUES (?1, ?2, ?3, ?4, ?5)")?;
         for (seq, accepted) in &batch.events {
             let event = &accepted.event;
             let seq = (*seq).min(i64::MAX as u64) as i64;
             let created_at = event.created_at.min(i64::MAX as u64) as i64;
             let expires_at = accepted.expires_at.map(|time| time.min(i64::MAX as u64) as i64);
-            let stored: Option<i64> = insert_event
-                .query_row(
-                    params![
-                        seq,
-                        &event.id[..],
-                        &event.pubkey[..],
-                        created_at,
-                        event.kind,
-                        expires_at,
-                        &accepted.raw[..]
-                    ],
-                    |row| row.get(0),
-                )
-                .optional()?;
-            if stored.is_some() {
-                for tag in &event.tags {
-                    if let Some(value) = tag.first_value() {
-                        insert_tag.execute(params![tag.name, value, event.kind, created_at, seq])?;
-                    }
-                }
+            let stored = insert_event.execute(params![
+                seq,
+                &event.id[..],
+                &event.pubkey[..],
+                created_at,
+                event.kind,
+                expires_at,
+                &accepted.raw[..]
+            ])? == 1;
+            if stored {
+                super::writer::insert_tags(&transaction, event, created_at, seq)?;
             }
-            inserted.push(stored.is_some());
+            inserted.push(stored);
         }
         transaction
             .prepare_cached(
@@ -112,10 +105,12 @@ mod tests {
         }
     }
 
+    /// A kind 1000 event with a `t` tag (its tag row is what the replay below finds).
     fn accepted(content: &str) -> Arc<Accepted> {
         let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let tags = vec![crate::protocol::Tag::new("t", ["x"])];
         let event =
-            crate::protocol::Event::sign(&key, 1_700_000_000, 1000, content.as_bytes().to_vec(), vec![]).expect("sign");
+            crate::protocol::Event::sign(&key, 1_700_000_000, 1000, content.as_bytes().to_vec(), tags).expect("sign");
         let raw = bytes::Bytes::from(event.encode());
         Arc::new(Accepted { event, raw, expires_at: None })
     }
@@ -141,7 +136,13 @@ mod tests {
         let seqs: Vec<u64> = store
             .replay_page(
                 &crate::relay::store::Window {
-                    filters: &[crate::protocol::Filter::default()],
+                    filters: &[crate::protocol::Filter {
+                        tags: Some(vec![crate::protocol::filter::TagFilter {
+                            name: "t".into(),
+                            values: vec!["x".into()],
+                        }]),
+                        ..crate::protocol::Filter::default()
+                    }],
                     viewer: &crate::protocol::Viewer { pubkey: [0; 32], is_admin: false },
                     after: 0,
                     snapshot: 100,

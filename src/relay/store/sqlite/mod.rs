@@ -99,6 +99,7 @@ impl SqliteStore {
         let mut connection = open_connection(path)?;
         schema::migrate(&mut connection)?;
         connection.pragma_update(None, "wal_autocheckpoint", 0)?;
+        connection.pragma_update(None, "cache_size", -schema::WRITER_CACHE_KIB)?;
         let (writes, receiver) = mpsc::channel(WRITE_QUEUE);
         writer::spawn(connection, receiver, hook)?;
         let (stop_checkpoints, stop) = std::sync::mpsc::channel();

@@ -92,7 +92,7 @@ enum TagCheck {
 }
 
 /// Tag rows of `e` with `name` and one of `values` (tags rows copy the event's created_at,
-/// so the whole tags_by_value key is bound).
+/// so the tags table's whole key is bound).
 fn push_tag_probe(sql: &mut Sql, name: &str, values: &[String]) {
     sql.push("EXISTS (SELECT 1 FROM tags AS x WHERE x.name = ").bind(Value::Text(name.to_owned()));
     sql.push(" AND x.value IN ").bind_list(values.iter().map(|value| Value::Text(value.clone())));
@@ -186,7 +186,7 @@ fn driving_tag(filter: &Filter) -> Option<usize> {
     (0..conditions.len()).min_by_key(|&index| conditions[index].values.len())
 }
 
-/// One query per value of the driving tag, each walking tags_by_value newest first and
+/// One query per value of the driving tag, each walking the tags table's key newest first and
 /// stopping at the limit: the cost follows the limit, not how common the tag is.
 fn newest_by_tag(
     connection: &Connection,

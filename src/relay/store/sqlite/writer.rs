@@ -1,9 +1,11 @@
 //! The writer thread: owns the only write connection, commits many events per
-//! transaction, runs the commit hook (admin changes, fan-out) in seq order, then answers.
+//! transaction, runs the commit hook (admin changes, job queues, the hand-over to the
+//! fan-out stage) in seq order, then gives the hook the answers to send
+//! ([`CommitHook::answer`]).
 
 use std::sync::Arc;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
@@ -68,7 +70,7 @@ fn run(mut connection: Connection, mut receiver: mpsc::Receiver<WriteRequest>, m
     }
 }
 
-/// Inserts, commits, runs the hook, then answers every request of the batch.
+/// Inserts, commits, runs the hook, then hands it the answers to every request of the batch.
 fn commit_batch(
     connection: &mut Connection,
     inserts: &mut Vec<Insert>,
@@ -90,12 +92,17 @@ fn commit_batch(
                 })
                 .collect();
             hook.committed(&committed, stats);
-            for ((_, reply, _), outcome) in inserts.drain(..).zip(outcomes) {
-                let _ = reply.send(outcome.ok_or(StoreError::Duplicate));
-            }
-            for (_, reply) in cursors.drain(..) {
-                let _ = reply.send(Ok(()));
-            }
+            let replies: Vec<(Reply, Option<u64>)> =
+                inserts.drain(..).zip(outcomes).map(|((_, reply, _), outcome)| (reply, outcome)).collect();
+            let cursor_replies: Vec<_> = cursors.drain(..).map(|(_, reply)| reply).collect();
+            hook.answer(Box::new(move || {
+                for (reply, outcome) in replies {
+                    let _ = reply.send(outcome.ok_or(StoreError::Duplicate));
+                }
+                for reply in cursor_replies {
+                    let _ = reply.send(Ok(()));
+                }
+            }));
         }
         Err(error) => {
             tracing::error!(%error, class = error.class(), events = inserts.len(), "write batch failed; nothing of it was stored");
@@ -119,29 +126,30 @@ fn insert_all(
     let transaction = connection.transaction()?;
     let mut outcomes = Vec::with_capacity(inserts.len());
     {
+        // OR IGNORE, not ON CONFLICT ... RETURNING: RETURNING runs as a trigger, which
+        // makes SQLite keep a statement journal (a copy of every page the insert touches,
+        // one of the writer's larger costs). A row not inserted is a duplicate id (the
+        // only constraint the relay's values can break).
         let mut insert_event = transaction.prepare_cached(
-            "INSERT INTO events (id, pubkey, created_at, kind, expires_at, raw) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (id) DO NOTHING RETURNING seq",
+            "INSERT OR IGNORE INTO events (id, pubkey, created_at, kind, expires_at, raw)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
-        let mut insert_tag = transaction
-            .prepare_cached("INSERT INTO tags (name, value, kind, created_at, seq) VALUES (?1, ?2, ?3, ?4, ?5)")?;
         for (accepted, _, done) in inserts {
             let event = &accepted.event;
             // Admission bounds created_at (future skew), so this never saturates in practice.
             let created_at = event.created_at.min(i64::MAX as u64) as i64;
             let expires_at = accepted.expires_at.map(|time| time.min(i64::MAX as u64) as i64);
-            let seq: Option<i64> = insert_event
-                .query_row(
-                    params![&event.id[..], &event.pubkey[..], created_at, event.kind, expires_at, &accepted.raw[..]],
-                    |row| row.get(0),
-                )
-                .optional()?;
+            let inserted = insert_event.execute(params![
+                &event.id[..],
+                &event.pubkey[..],
+                created_at,
+                event.kind,
+                expires_at,
+                &accepted.raw[..]
+            ])?;
+            let seq = (inserted == 1).then(|| transaction.last_insert_rowid());
             if let Some(seq) = seq {
-                for tag in &event.tags {
-                    if let Some(value) = tag.first_value() {
-                        insert_tag.execute(params![tag.name, value, event.kind, created_at, seq])?;
-                    }
-                }
+                insert_tags(&transaction, event, created_at, seq)?;
                 if let Some(done) = done {
                     super::jobs::write_state(&transaction, done)?;
                 }
@@ -152,6 +160,27 @@ fn insert_all(
     store_cursors(&transaction, cursors)?;
     transaction.commit()?;
     Ok(outcomes)
+}
+
+/// The event's tag rows (name, first value; tags without a value are not indexed). A
+/// second tag with the same name and first value adds no row. One single-row statement
+/// per tag: a multi-row VALUES list is run as a subquery, which makes SQLite keep a
+/// statement journal (a copy of every page the statement touches).
+pub(super) fn insert_tags(
+    transaction: &rusqlite::Transaction<'_>,
+    event: &crate::protocol::Event,
+    created_at: i64,
+    seq: i64,
+) -> Result<(), StoreError> {
+    let mut insert = transaction.prepare_cached(
+        "INSERT OR IGNORE INTO tags (name, value, created_at, seq, kind) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for tag in &event.tags {
+        if let Some(value) = tag.first_value() {
+            insert.execute(params![tag.name, value, created_at, seq, event.kind])?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes mirror cursors (spec §17); a cursor never moves back.
@@ -165,6 +194,34 @@ fn store_cursors(transaction: &rusqlite::Transaction<'_>, cursors: &Cursors) -> 
     )?;
     for (cursor, _) in cursors {
         upsert.execute(params![cursor.upstream, cursor.last_seq.min(i64::MAX as u64) as i64])?;
+    }
+    Ok(())
+}
+
+/// Deletes the tag rows of the events in `doomed`. Tag rows are keyed by name, value,
+/// created_at and seq, so each event's are found from its own tags; an event whose bytes
+/// no longer decode (never expected: every stored event was validated) costs a scan.
+fn delete_tags(transaction: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    let mut doomed =
+        transaction.prepare("SELECT e.seq, e.created_at, e.raw FROM doomed AS d JOIN events AS e ON e.seq = d.seq")?;
+    let mut delete = transaction
+        .prepare_cached("DELETE FROM tags WHERE name = ?1 AND value = ?2 AND created_at = ?3 AND seq = ?4")?;
+    let mut rows = doomed.query([])?;
+    while let Some(row) = rows.next()? {
+        let (seq, created_at): (i64, i64) = (row.get(0)?, row.get(1)?);
+        let raw: Vec<u8> = row.get(2)?;
+        match crate::protocol::Event::decode(&raw) {
+            Ok(event) => {
+                for tag in &event.tags {
+                    if let Some(value) = tag.first_value() {
+                        delete.execute(params![tag.name, value, created_at, seq])?;
+                    }
+                }
+            }
+            Err(_) => {
+                transaction.execute("DELETE FROM tags WHERE seq = ?1", [seq])?;
+            }
+        }
     }
     Ok(())
 }
@@ -197,7 +254,7 @@ fn prune(connection: &mut Connection, rule: Prune, limit: usize) -> Result<usize
     transaction.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (seq INTEGER PRIMARY KEY)", [])?;
     transaction.execute("DELETE FROM doomed", [])?;
     transaction.execute(&format!("INSERT INTO doomed {selection}"), params)?;
-    transaction.execute("DELETE FROM tags WHERE seq IN (SELECT seq FROM doomed)", [])?;
+    delete_tags(&transaction)?;
     let deleted = transaction.execute("DELETE FROM events WHERE seq IN (SELECT seq FROM doomed)", [])?;
     transaction.commit()?;
     Ok(deleted)
