@@ -565,20 +565,6 @@ async fn random_publishes_with_a_restart_leave_every_node_with_the_same_log() {
     assert_every_node_replays(&cluster, &[1, 2], &expected).await;
 }
 
-/// `GET path` on a node's port: (status, body).
-async fn http_get_url(ws_url: &str, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = ws_url.trim_start_matches("ws://");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("tcp");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("status");
-    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
-    (status, body)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_metrics_and_cluster_status_report_each_nodes_log_state() {
     let Some(mut cluster) = Cluster::start(2) else { return };
@@ -586,11 +572,11 @@ async fn health_metrics_and_cluster_status_report_each_nodes_log_state() {
     let seq = client.publish(&note("health")).await.expect("OK").expect("seq");
     assert_every_node_replays(&cluster, &[1], &replay(&cluster.url(0), 0).await).await;
     for node in 0..2 {
-        let (status, body) = http_get_url(&cluster.url(node), "/health").await;
+        let (status, body) = http_get_url(&cluster.url(node), "/health", None).await;
         assert_eq!(status, 200, "{body}");
         assert!(body.starts_with("ok\nnats: connected\n"), "{body}");
         assert!(body.contains(&format!("applied_seq: {seq}\n")), "{body}");
-        let (_, metrics) = http_get_url(&cluster.url(node), "/metrics").await;
+        let (_, metrics) = http_get_url(&cluster.url(node), "/metrics", None).await;
         assert!(metrics.contains(&format!("axon_cluster_applied_seq {seq}")), "{metrics}");
         assert!(metrics.contains("axon_cluster_nats_connected 1"), "{metrics}");
     }
@@ -607,7 +593,7 @@ async fn health_metrics_and_cluster_status_report_each_nodes_log_state() {
     cluster.nats.stop();
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        let (status, body) = http_get_url(&cluster.url(0), "/health").await;
+        let (status, body) = http_get_url(&cluster.url(0), "/health", None).await;
         if status == 503 {
             assert!(body.contains("not connected to the cluster log"), "{body}");
             break;

@@ -215,8 +215,13 @@ pub async fn send_raw(socket: &mut Raw, bytes: Vec<u8>) {
 }
 
 pub async fn http_get(relay: &TestRelay, path: &str, accept: Option<&str>) -> (u16, String) {
+    http_get_url(&relay.url, path, accept).await
+}
+
+/// `GET path` on the port of the relay at `ws_url`: (status, body).
+pub async fn http_get_url(ws_url: &str, path: &str, accept: Option<&str>) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = relay.url.trim_start_matches("ws://");
+    let addr = ws_url.trim_start_matches("ws://");
     let mut stream = TcpStream::connect(addr).await.expect("tcp");
     let accept = accept.map(|value| format!("Accept: {value}\r\n")).unwrap_or_default();
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n");

@@ -22,8 +22,8 @@ use futures_util::future::BoxFuture;
 
 use super::metrics::Metrics;
 use super::store::{
-    Accepted, BackupProgress, BackupReport, CommitHook, EventStore, JobRequests, JobRow, JobWrite, JobsSnapshot,
-    PendingCommit, Prune, SqliteStore, StoreError, StoredRow, Window,
+    blocking, Accepted, BackupProgress, BackupReport, CommitHook, EventStore, JobRequests, JobRow, JobWrite,
+    JobsSnapshot, PendingCommit, Prune, SqliteStore, StoreError, StoredRow, Window,
 };
 use applier::Applier;
 use ephemeral::Ephemerals;
@@ -279,14 +279,6 @@ fn answered(outcome: Result<u64, StoreError>) -> PendingCommit {
     let (reply, pending) = PendingCommit::channel();
     let _ = reply.send(outcome);
     pending
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|error| StoreError::Storage(format!("query task failed: {error}")))?
 }
 
 impl EventStore for ClusterStore {

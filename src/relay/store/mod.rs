@@ -559,7 +559,8 @@ impl Store {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+/// Runs blocking storage work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(work)
