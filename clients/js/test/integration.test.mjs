@@ -19,27 +19,12 @@ import {
   connect,
   openDm,
 } from '../src/index.mjs';
-import { AXON_BIN, TestRelay } from './support/relay.mjs';
+import { AXON_BIN, TestRelay, nextWithin } from './support/relay.mjs';
 
 const admin = Key.generate();
 const alice = Key.generate();
 const bob = Key.generate();
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Next item of an async iterator, or throws after `ms`. */
-async function nextWithin(iterator, ms = 10000) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no item within ${ms} ms`)), ms);
-  });
-  try {
-    const { value, done } = await Promise.race([iterator.next(), timeout]);
-    assert.equal(done, false, 'the subscription ended');
-    return value;
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 describe('against the real relay', () => {
   let relay;

@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { Key, LeaseLostError, RequestTimeoutError, connect, signEvent } from '../src/index.mjs';
-import { TestRelay } from './support/relay.mjs';
+import { TestRelay, nextWithin } from './support/relay.mjs';
 
 const alice = Key.generate();
 const bob = Key.generate();
@@ -19,21 +19,6 @@ async function until(check, ms = 10000, what = 'condition') {
     if (value) return value;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(25);
-  }
-}
-
-/** Next item of an async iterator, or throws after `ms`. */
-async function nextWithin(iterator, ms = 10000) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no item within ${ms} ms`)), ms);
-  });
-  try {
-    const { value, done } = await Promise.race([iterator.next(), timeout]);
-    assert.equal(done, false, 'the iterator ended');
-    return value;
-  } finally {
-    clearTimeout(timer);
   }
 }
 

@@ -90,3 +90,18 @@ export class TestRelay {
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
+
+/** Next item of an async iterator (a subscription, a job queue), or throws after `ms`. */
+export async function nextWithin(iterator, ms = 10000) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no item within ${ms} ms`)), ms);
+  });
+  try {
+    const { value, done } = await Promise.race([iterator.next(), timeout]);
+    if (done) throw new Error('the iterator ended');
+    return value;
+  } finally {
+    clearTimeout(timer);
+  }
+}
