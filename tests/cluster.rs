@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axon_relay::client::{Client, ClientError, SubItem, Subscription};
+use axon_relay::client::{Client, ClientError, JobStream, QueueItem, SubItem, Subscription};
 use axon_relay::protocol::{Event, Filter};
 use common::*;
 use ed25519_dalek::SigningKey;
@@ -372,19 +372,196 @@ async fn a_revocation_closes_the_keys_connections_on_every_node() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_queue_subscription_on_a_cluster_node_is_refused_clearly() {
-    let Some(cluster) = Cluster::start(1) else { return };
-    let client = cluster.connect(0, &alice()).await;
-    let filter = Filter { kinds: Some(vec![5000]), ..Filter::default() };
-    let mut jobs = client.subscribe_queue("q", "workers", vec![filter], 30, 1).await.expect("send");
-    match tokio::time::timeout(DEADLINE, jobs.next()).await.expect("an answer in time") {
-        Some(axon_relay::client::QueueItem::Ended(error)) => {
-            assert_eq!(error.code, 400);
-            assert!(error.message.contains("not supported on a clustered relay"), "{}", error.message);
-        }
-        other => panic!("expected the queue subscription to be refused, got {other:?}"),
+fn job_filter() -> Vec<Filter> {
+    vec![Filter { kinds: Some(vec![5000]), ..Filter::default() }]
+}
+
+/// A result for `job`: kind 6000 with an `e` tag naming it.
+fn result_for(key: &SigningKey, job: [u8; 32], content: &str) -> Event {
+    event(key, 6000, content, vec![tag("e", &hex::encode(job))])
+}
+
+/// The next offer of a queue subscription: (job id, attempt).
+async fn next_job(jobs: &mut JobStream) -> ([u8; 32], u64) {
+    match tokio::time::timeout(DEADLINE, jobs.next()).await.expect("an offer in time") {
+        Some(QueueItem::Job { event, lease, .. }) => (event.id, lease.attempt),
+        other => panic!("expected an offer, got {other:?}"),
     }
+}
+
+/// Every offer a worker got: (job, attempt, worker).
+type Offers = Arc<Mutex<Vec<([u8; 32], u64, &'static str)>>>;
+
+/// Spawns a worker on `node` that completes every job it is offered with a result
+/// (PUBLISH with `ack`) and records each offer as (job, attempt, worker).
+async fn spawn_worker(
+    cluster: &Cluster,
+    node: usize,
+    key: SigningKey,
+    name: &'static str,
+    offers: Offers,
+) -> tokio::task::JoinHandle<()> {
+    let client = cluster.connect(node, &key).await;
+    let mut jobs = client.subscribe_queue("q", "workers", job_filter(), 30, 2).await.expect("join");
+    tokio::spawn(async move {
+        while let Some(QueueItem::Job { event, lease, .. }) = jobs.next().await {
+            crate::lock(&offers).push((event.id, lease.attempt, name));
+            let result = result_for(&key, event.id, &format!("{name} did it"));
+            match client.publish_ack(&result, "q", event.id).await {
+                Ok(_) => {}
+                Err(error) => panic!("{name}: completing a job it was offered failed: {error}"),
+            }
+        }
+    })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_is_leased_to_one_member_across_nodes_and_completed_once() {
+    let Some(cluster) = Cluster::start(3) else { return };
+    let offers = Arc::new(Mutex::new(Vec::new()));
+    // Two members of one group on two nodes; the jobs are published on the third.
+    let first = spawn_worker(&cluster, 0, alice(), "alice@0", offers.clone()).await;
+    let second = spawn_worker(&cluster, 1, bob(), "bob@1", offers.clone()).await;
+    let publisher = cluster.connect(2, &alice()).await;
+    let mut jobs = Vec::new();
+    for index in 0..40 {
+        let job = event(&alice(), 5000, &format!("job {index}"), vec![]);
+        publisher.publish(&job).await.expect("job stored");
+        jobs.push(job.id);
+    }
+    // Every job gets its one result; the results are stored on every node.
+    let watcher = cluster.connect(2, &alice()).await;
+    let filter = Filter { kinds: Some(vec![6000]), ..Filter::default() };
+    let mut results = watcher.subscribe("results", vec![filter], Some(0)).await.expect("subscribe");
+    let completed = collect(&mut results, jobs.len()).await;
+    assert_eq!(completed.len(), jobs.len());
+    let offered = lock(&offers).clone();
+    let offered_jobs: BTreeSet<[u8; 32]> = offered.iter().map(|(job, _, _)| *job).collect();
+    assert_eq!(offered_jobs, jobs.iter().copied().collect::<BTreeSet<_>>(), "every job was offered");
+    assert_eq!(offered.len(), jobs.len(), "no job was offered twice (once to a member on each node): {offered:?}");
+    assert!(offered.iter().all(|(_, attempt, _)| *attempt == 1), "every offer was a first attempt");
+    // Each stored result names a different job.
+    let stored = replay(&cluster.url(1), 0).await;
+    let mut named = BTreeSet::new();
+    for (seq, _) in &completed {
+        let (_, id) = stored.iter().find(|(at, _)| at == seq).expect("the result is stored on node 1");
+        assert!(named.insert(*id), "one result per job");
+    }
+    let expected = settle(&cluster, 0).await;
+    assert_every_node_replays(&cluster, &[1, 2], &expected).await;
+    first.abort();
+    second.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_held_on_one_node_binds_the_others_until_it_ends() {
+    let Some(mut cluster) = Cluster::start(2) else { return };
+    let holder = cluster.connect(0, &alice()).await;
+    let mut held = holder.subscribe_queue("q", "workers", job_filter(), 30, 1).await.expect("join");
+    let job = event(&alice(), 5000, "one job", vec![]);
+    cluster.connect(1, &alice()).await.publish(&job).await.expect("job stored");
+    assert_eq!(next_job(&mut held).await, (job.id, 1));
+    let until = holder.extend("q", job.id, Some(60)).await.expect("EXTEND on the holder's node");
+    assert!(until > 0);
+    // A member on the other node does not hold the lease: 412 for ACK, NACK, EXTEND
+    // and a completing PUBLISH (which stores nothing).
+    let other = cluster.connect(1, &bob()).await;
+    let mut waiting = other.subscribe_queue("q", "workers", job_filter(), 30, 1).await.expect("join");
+    assert_eq!(other.ack("q", job.id).await.err().and_then(|error| error.code()), Some(412));
+    assert_eq!(other.nack("q", job.id, None).await.err().and_then(|error| error.code()), Some(412));
+    assert_eq!(other.extend("q", job.id, None).await.err().and_then(|error| error.code()), Some(412));
+    let stolen = result_for(&bob(), job.id, "not mine");
+    assert_eq!(other.publish_ack(&stolen, "q", job.id).await.err().and_then(|error| error.code()), Some(412));
+    // The holder gives it back: exactly one of the two members (on either node) gets
+    // attempt 2; the other does not hold it.
+    holder.nack("q", job.id, None).await.expect("NACK on the holder's node");
+    let (winner, loser, key) = tokio::select! {
+        offer = next_job(&mut held) => { assert_eq!(offer, (job.id, 2)); (&holder, &other, alice()) }
+        offer = next_job(&mut waiting) => { assert_eq!(offer, (job.id, 2)); (&other, &holder, bob()) }
+    };
+    assert_eq!(loser.ack("q", job.id).await.err().and_then(|error| error.code()), Some(412), "not held");
+    let result = result_for(&key, job.id, "done");
+    let seq = winner.publish_ack(&result, "q", job.id).await.expect("completed").expect("seq");
+    assert_eq!(winner.publish_ack(&result, "q", job.id).await.err().and_then(|error| error.code()), Some(409));
+    // A member that leaves gives its jobs back to members on other nodes.
+    holder.unsubscribe("q").await.expect("unsubscribe");
+    drop(held);
+    let second = event(&alice(), 5000, "second job", vec![]);
+    other.publish(&second).await.expect("job stored");
+    assert_eq!(next_job(&mut waiting).await, (second.id, 1));
+    let mut held = holder.subscribe_queue("q", "workers", job_filter(), 30, 1).await.expect("join again");
+    other.unsubscribe("q").await.expect("unsubscribe");
+    drop(waiting);
+    assert_eq!(next_job(&mut held).await, (second.id, 2), "the member on node 0 gets it after bob left");
+    holder.ack("q", second.id).await.expect("ACK");
+    // The first result is stored once, with its seq, on both nodes; a restarted node
+    // knows both jobs are done: a new job is the first thing it offers.
+    cluster.kill_node(0);
+    cluster.start_node(0);
+    let restarted = cluster.connect(0, &alice()).await;
+    let mut after = restarted.subscribe_queue("q2", "workers", job_filter(), 30, 1).await.expect("join");
+    let third = event(&alice(), 5000, "third job", vec![]);
+    restarted.publish(&third).await.expect("job stored");
+    assert_eq!(next_job(&mut after).await, (third.id, 1), "done jobs are not offered again after a restart");
+    let stored = replay(&cluster.url(0), 0).await;
+    assert_eq!(stored.iter().filter(|(_, id)| *id == result.id).collect::<Vec<_>>(), vec![&(seq, result.id)]);
+    drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_held_on_a_killed_node_is_reoffered_elsewhere_once_it_lapses() {
+    let Some(mut cluster) = Cluster::start(2) else { return };
+    let holder = cluster.connect(0, &alice()).await;
+    let mut held = holder.subscribe_queue("q", "workers", job_filter(), 1, 1).await.expect("join");
+    let job = event(&alice(), 5000, "one job", vec![]);
+    holder.publish(&job).await.expect("job stored");
+    assert_eq!(next_job(&mut held).await, (job.id, 1));
+    // The holder's node dies without a word (SIGKILL): its lease stands until it ends
+    // (1 s), then the member on the surviving node gets attempt 2.
+    let other = cluster.connect(1, &bob()).await;
+    let mut waiting = other.subscribe_queue("q", "workers", job_filter(), 30, 1).await.expect("join");
+    cluster.kill_node(0);
+    assert_eq!(next_job(&mut waiting).await, (job.id, 2));
+    other.ack("q", job.id).await.expect("ACK on the surviving node");
+    // The node comes back knowing the job is done: the next thing it offers is new.
+    cluster.start_node(0);
+    let back = cluster.connect(0, &alice()).await;
+    let mut jobs = back.subscribe_queue("q", "workers", job_filter(), 30, 1).await.expect("join");
+    other.unsubscribe("q").await.expect("unsubscribe");
+    drop(waiting);
+    let next = event(&alice(), 5000, "next job", vec![]);
+    back.publish(&next).await.expect("job stored");
+    assert_eq!(next_job(&mut jobs).await, (next.id, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_job_is_requeued_through_any_node() {
+    let Some(cluster) = Cluster::start(3) else { return };
+    let worker = cluster.connect(0, &alice()).await;
+    let mut jobs = worker.subscribe_queue("q", "workers", job_filter(), 30, 1).await.expect("join");
+    let job = event(&alice(), 5000, "fails every time", vec![]);
+    worker.publish(&job).await.expect("job stored");
+    // The default jobs.max_attempts is 5: five NACKs make it dead.
+    for attempt in 1..=5 {
+        assert_eq!(next_job(&mut jobs).await, (job.id, attempt));
+        worker.nack("q", job.id, None).await.expect("NACK");
+    }
+    // An admin on node 2 re-queues it; a member on node 1 gets it as attempt 1.
+    let operator = cluster.connect(2, &admin()).await;
+    let requeue = event(&admin(), 9002, "requeue", vec![tag("group", "workers"), tag("e", &hex::encode(job.id))]);
+    drop(jobs);
+    worker.unsubscribe("q").await.expect("unsubscribe");
+    let other = cluster.connect(1, &bob()).await;
+    let mut fresh = other.subscribe_queue("q", "workers", job_filter(), 30, 1).await.expect("join");
+    operator.publish(&requeue).await.expect("REQUEUE accepted");
+    assert_eq!(next_job(&mut fresh).await, (job.id, 1), "a fresh start on another node");
+    let again = event(&admin(), 9002, "requeue again", vec![tag("group", "workers"), tag("e", &hex::encode(job.id))]);
+    assert_eq!(operator.publish(&again).await.err().and_then(|error| error.code()), Some(409), "not dead now");
+    other.ack("q", job.id).await.expect("ACK");
 }
 
 /// Publishes from `workers` clients on `node` until `stop` is set; returns every

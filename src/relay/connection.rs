@@ -346,7 +346,7 @@ impl Session {
                 self.outbound.push(reply).await;
             }
             Frame::Extend(extend) => {
-                let reply = self.state.jobs.extend(self.conn, extend);
+                let reply = self.state.jobs.extend(self.conn, extend).await;
                 self.outbound.push(reply).await;
             }
             Frame::Unsubscribe { sub_id } => self.subscriptions.unsubscribe(&sub_id),

@@ -260,6 +260,10 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
     fanout.mark_committed(store.last_seq()?);
     let author_keys = Arc::new(keys::KeyCache::default());
     let verifier = verifier::Verifier::start(author_keys.clone(), metrics.clone())?;
+    if let Some(cluster) = &cluster {
+        jobs.share(cluster.clone());
+        cluster.attach_jobs(Arc::new(jobs::AppliedRecords { jobs: jobs.clone(), store: store.clone() }));
+    }
     jobs.load(&store).await?;
     if let Some(cluster) = &cluster {
         cluster.start_applying().await;

@@ -49,14 +49,6 @@ impl Subscriptions {
             self.outbound.push(sub_error_frame(&error, &sub_id)).await;
             return;
         }
-        if config.cluster.is_some() {
-            // 400, not 503: retrying on this relay cannot succeed.
-            let error = ProtocolError::invalid(
-                "job queues (spec §14) are not supported on a clustered relay yet; use a single relay for job queues",
-            );
-            self.outbound.push(sub_error_frame(&error, &sub_id)).await;
-            return;
-        }
         if let Err(error) = super::jobs::check_queue_filters(&queue) {
             self.outbound.push(sub_error_frame(&error, &sub_id)).await;
             return;

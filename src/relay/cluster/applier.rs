@@ -2,7 +2,7 @@
 //! with the seqs the log gave, into the local index; the commit hook (admin changes,
 //! fan-out, job queues) runs from what was applied. Recreates its reader after any error.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -13,8 +13,9 @@ use super::progress::Progress;
 use super::ClusterError;
 use crate::protocol::tags::expires_at;
 use crate::protocol::Event;
+use crate::relay::jobs::shared::{Applied, AppliedJobs, GroupRecord, JobRecord};
 use crate::relay::store::sqlite::LogBatch;
-use crate::relay::store::{Accepted, SqliteStore, StoreError, UpstreamCursor};
+use crate::relay::store::{Accepted, JobWrite, SqliteStore, StoreError, UpstreamCursor};
 
 /// Log entries applied per transaction at most.
 const MAX_BATCH: usize = 1024;
@@ -32,6 +33,17 @@ pub struct Applier {
     pub cursor: String,
     /// Shared with the publishes waiting for their seq.
     pub progress: Arc<Progress>,
+    /// The stream's name (its subjects start with it).
+    pub stream: String,
+    /// The job queues, told of each record applied (set once the relay has them).
+    pub jobs: Arc<OnceLock<Arc<dyn AppliedJobs>>>,
+}
+
+/// What one log entry holds, by its subject.
+enum Entry {
+    Event(Accepted),
+    Job(JobRecord, Option<Accepted>),
+    Group(GroupRecord),
 }
 
 impl Applier {
@@ -85,6 +97,8 @@ impl Applier {
         let applied = self.progress.applied();
         let mut cursor = applied;
         let mut events = Vec::with_capacity(messages.len());
+        let mut writes = Vec::new();
+        let mut records = Vec::new();
         for message in messages {
             let info = match message.info() {
                 Ok(info) => info,
@@ -99,9 +113,20 @@ impl Applier {
                 continue;
             }
             cursor = seq;
-            match decode(&message.payload) {
-                Ok(accepted) => events.push((seq, Arc::new(accepted))),
-                Err(error) => tracing::error!(seq, %error, "a log entry is not an Axon event; skipped"),
+            match self.entry(message.subject.as_str(), &message.payload) {
+                Ok(Entry::Event(accepted)) => events.push((seq, Arc::new(accepted))),
+                Ok(Entry::Job(record, event)) => {
+                    if let Some(accepted) = event {
+                        events.push((seq, Arc::new(accepted)));
+                    }
+                    writes.push(JobWrite::State(record.row()));
+                    records.push(Applied::Job { seq, record });
+                }
+                Ok(Entry::Group(record)) => {
+                    writes.push(JobWrite::Group { name: record.name.clone(), start_seq: record.start });
+                    records.push(Applied::Group { seq, record });
+                }
+                Err(error) => tracing::error!(seq, %error, "a log entry Axon cannot read; skipped"),
             }
         }
         if cursor == applied {
@@ -109,11 +134,34 @@ impl Applier {
         }
         let seqs: Vec<u64> = events.iter().map(|(seq, _)| *seq).collect();
         let cursor_row = UpstreamCursor { upstream: self.cursor.clone(), last_seq: cursor };
-        let inserted =
-            self.local.apply_log(LogBatch { events, cursor: cursor_row }).await.map_err(ClusterError::Apply)?;
+        let batch = LogBatch { events, jobs: writes, cursor: cursor_row };
+        let inserted = self.local.apply_log(batch).await.map_err(ClusterError::Apply)?;
+        if let (Some(jobs), false) = (self.jobs.get(), records.is_empty()) {
+            jobs.applied(records).await;
+        }
         let duplicates = seqs.into_iter().zip(inserted).filter(|(_, inserted)| !inserted).map(|(seq, _)| seq);
         self.progress.advance(cursor, duplicates);
         Ok(())
+    }
+}
+
+impl Applier {
+    /// Reads one log entry: an event, a job record (maybe with the event it stores) or
+    /// a group record.
+    fn entry(&self, subject: &str, payload: &bytes::Bytes) -> Result<Entry, String> {
+        let kind = subject.strip_prefix(self.stream.as_str()).and_then(|rest| rest.strip_prefix('.'));
+        match kind.and_then(|rest| rest.split('.').next()) {
+            Some("jobs") => {
+                let record = JobRecord::decode(payload).map_err(|error| error.to_string())?;
+                let event = match &record.event {
+                    Some(raw) => Some(decode(&bytes::Bytes::from(raw.to_vec())).map_err(|error| error.to_string())?),
+                    None => None,
+                };
+                Ok(Entry::Job(record, event))
+            }
+            Some("groups") => GroupRecord::decode(payload).map(Entry::Group).map_err(|error| error.to_string()),
+            _ => decode(payload).map(Entry::Event).map_err(|error| error.to_string()),
+        }
     }
 }
 

@@ -68,9 +68,25 @@ impl ClusterConfig {
         Ok(servers)
     }
 
-    /// The subject events are published on (the stream's only subject).
+    /// The subject events are published on.
     pub fn subject(&self) -> String {
         format!("{}.events", self.stream)
+    }
+
+    /// Every subject the stream holds: events, job records, group records.
+    pub fn subjects(&self) -> Vec<String> {
+        vec![self.subject(), format!("{}.jobs.>", self.stream), format!("{}.groups.>", self.stream)]
+    }
+
+    /// The subject of job `job_seq`'s records in `group` (the group's name in hex, since
+    /// a name may hold any byte a subject may not).
+    pub fn job_subject(&self, group: &str, job_seq: u64) -> String {
+        format!("{}.jobs.{}.{job_seq}", self.stream, hex::encode(group))
+    }
+
+    /// The subject of group `name`'s creation record.
+    pub fn group_subject(&self, name: &str) -> String {
+        format!("{}.groups.{}", self.stream, hex::encode(name))
     }
 
     /// The name under which the local index stores how far it applied the log.

@@ -22,6 +22,7 @@ pub struct Log {
     jetstream: jetstream::Context,
     stream: String,
     subject: String,
+    subjects: Vec<String>,
 }
 
 /// What a publish came to: the event's seq in the log, and whether the log already held
@@ -32,6 +33,15 @@ pub struct Appended {
     pub seq: u64,
     /// The log already held this event id.
     pub duplicate: bool,
+}
+
+/// Why a conditional append did not happen.
+#[derive(Debug)]
+pub enum AppendFailure {
+    /// The subject's last message is not the expected one.
+    Conflict,
+    /// No answer, or another error.
+    Unavailable(String),
 }
 
 /// A publish on its way: await [`Pending::confirmed`] for the log's ack.
@@ -60,7 +70,13 @@ impl Log {
             .map_err(|_| ClusterError::Connect(format!("no NATS server answered within {CONNECT_TIMEOUT:?}")))?
             .map_err(|error| ClusterError::Connect(error.to_string()))?;
         let jetstream = jetstream::context::ContextBuilder::new().timeout(REQUEST_TIMEOUT).build(client.clone());
-        let log = Log { client, jetstream, stream: config.stream.clone(), subject: config.subject() };
+        let log = Log {
+            client,
+            jetstream,
+            stream: config.stream.clone(),
+            subject: config.subject(),
+            subjects: config.subjects(),
+        };
         log.ensure_stream(config.replicas).await?;
         Ok(log)
     }
@@ -68,17 +84,69 @@ impl Log {
     async fn ensure_stream(&self, replicas: usize) -> Result<(), ClusterError> {
         let config = stream::Config {
             name: self.stream.clone(),
-            subjects: vec![self.subject.clone()],
+            subjects: self.subjects.clone(),
             num_replicas: replicas,
             storage: stream::StorageType::File,
             duplicate_window: DUPLICATE_WINDOW,
             ..Default::default()
         };
-        self.jetstream
-            .get_or_create_stream(config)
+        let failed = |error: String| ClusterError::Stream(format!("stream {}: {error}", self.stream));
+        let mut stream =
+            self.jetstream.get_or_create_stream(config).await.map_err(|error| failed(error.to_string()))?;
+        let info = stream.info().await.map_err(|error| failed(error.to_string()))?;
+        if self.subjects.iter().all(|subject| info.config.subjects.contains(subject)) {
+            return Ok(());
+        }
+        // A stream made by an older relay holds events only: add the job queues' subjects.
+        let mut updated = info.config.clone();
+        for subject in &self.subjects {
+            if !updated.subjects.contains(subject) {
+                updated.subjects.push(subject.clone());
+            }
+        }
+        self.jetstream.update_stream(updated).await.map(|_| ()).map_err(|error| failed(error.to_string()))
+    }
+
+    /// Appends `payload` to `subject` only if the subject's last message is at seq
+    /// `expected` (0: the subject has none); `message_id` deduplicates as for events.
+    pub async fn append(
+        &self,
+        subject: String,
+        payload: Bytes,
+        expected: u64,
+        message_id: Option<String>,
+    ) -> Result<Appended, AppendFailure> {
+        let mut message =
+            jetstream::message::PublishMessage::build().payload(payload).expected_last_subject_sequence(expected);
+        if let Some(id) = message_id {
+            message = message.message_id(id);
+        }
+        let sent = self
+            .jetstream
+            .send_publish(subject, message)
             .await
-            .map(|_| ())
-            .map_err(|error| ClusterError::Stream(format!("stream {}: {error}", self.stream)))
+            .map_err(|error| AppendFailure::Unavailable(error.to_string()))?;
+        match sent.await {
+            Ok(ack) => Ok(Appended { seq: ack.sequence, duplicate: ack.duplicate }),
+            Err(error) if error.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                Err(AppendFailure::Conflict)
+            }
+            Err(error) => Err(AppendFailure::Unavailable(error.to_string())),
+        }
+    }
+
+    /// The last message on `subject` (its seq and payload), if any.
+    pub async fn last_on(&self, subject: &str) -> Result<Option<(u64, Bytes)>, ClusterError> {
+        let stream = self
+            .jetstream
+            .get_stream_no_info(&self.stream)
+            .await
+            .map_err(|error| ClusterError::Stream(format!("stream {}: {error}", self.stream)))?;
+        match stream.get_last_raw_message_by_subject(subject).await {
+            Ok(message) => Ok(Some((message.sequence, message.payload))),
+            Err(error) if error.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(error) => Err(ClusterError::Stream(error.to_string())),
+        }
     }
 
     /// Sends `raw` (event `id`) to the log; the returned [`Pending`] resolves with its seq.
@@ -113,7 +181,6 @@ impl Log {
             .map_err(|error| ClusterError::Stream(format!("stream {}: {error}", self.stream)))?;
         let config = consumer::pull::OrderedConfig {
             deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: start.max(1) },
-            filter_subject: self.subject.clone(),
             ..Default::default()
         };
         let consumer =

@@ -15,11 +15,12 @@ mod metrics;
 mod progress;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
+use super::jobs::shared::{AppendError, Applied, AppliedJobs, GroupRecord, JobLog, JobRecord};
 use super::metrics::Metrics;
 use super::store::{
     blocking, Accepted, BackupProgress, BackupReport, CommitHook, EventStore, JobRequests, JobRow, JobWrite,
@@ -96,6 +97,10 @@ pub struct ClusterStore {
     ephemerals: Arc<Ephemerals>,
     /// Taken by [`ClusterStore::start_applying`].
     pending_start: Mutex<Option<Applier>>,
+    /// This process's name in the leases it records (random per start).
+    node: String,
+    /// The job queues the applier tells of each record (see [`ClusterStore::attach_jobs`]).
+    jobs: Arc<OnceLock<Arc<dyn AppliedJobs>>>,
 }
 
 impl ClusterStore {
@@ -132,11 +137,14 @@ impl ClusterStore {
         let ephemerals = Arc::new(Ephemerals::new(log.client(), &config.stream));
         let progress = Arc::new(Progress::new(cursor));
         progress.saw_log_seq(log_last);
+        let jobs = Arc::new(OnceLock::new());
         let applier = Applier {
             log: log.clone(),
             local: local.clone(),
             cursor: config.cursor_name(),
             progress: progress.clone(),
+            stream: config.stream.clone(),
+            jobs: jobs.clone(),
         };
         Ok(ClusterStore {
             local,
@@ -146,7 +154,15 @@ impl ClusterStore {
             metrics,
             ephemerals,
             pending_start: Mutex::new(Some(applier)),
+            node: format!("{:016x}", rand::random::<u64>()),
+            jobs,
         })
+    }
+
+    /// Tells `jobs` of every job and group record applied from now on (call before
+    /// [`ClusterStore::start_applying`]).
+    pub fn attach_jobs(&self, jobs: Arc<dyn AppliedJobs>) {
+        let _ = self.jobs.set(jobs);
     }
 
     /// Delivers the ephemeral events other nodes accepted to this node's live
@@ -232,6 +248,92 @@ impl ClusterStore {
     }
 }
 
+/// The log's failure as the job queues see it.
+fn append_failure(failure: log::AppendFailure) -> AppendError {
+    match failure {
+        log::AppendFailure::Conflict => AppendError::Conflict,
+        log::AppendFailure::Unavailable(reason) => AppendError::Unavailable(reason),
+    }
+}
+
+fn encoding_failure(error: rmp_serde::encode::Error) -> AppendError {
+    AppendError::Unavailable(format!("encoding a job record: {error}"))
+}
+
+impl JobLog for ClusterStore {
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn create_group<'a>(&'a self, name: &'a str, start: u64) -> BoxFuture<'a, Result<u64, AppendError>> {
+        Box::pin(async move {
+            let subject = self.config.group_subject(name);
+            let record = GroupRecord { name: name.to_owned(), start };
+            let payload = record.encode().map_err(encoding_failure)?;
+            match self.log.append(subject.clone(), payload.into(), 0, None).await {
+                Ok(appended) => {
+                    self.progress.saw_log_seq(appended.seq);
+                    Ok(appended.seq)
+                }
+                // Created by another node (or SUBSCRIBE) first: its record stands.
+                Err(log::AppendFailure::Conflict) => match self.log.last_on(&subject).await {
+                    Ok(Some((seq, _))) => Ok(seq),
+                    Ok(None) => Err(AppendError::Unavailable(format!("group record on {subject} vanished"))),
+                    Err(error) => Err(AppendError::Unavailable(error.to_string())),
+                },
+                Err(failure) => Err(append_failure(failure)),
+            }
+        })
+    }
+
+    fn append(
+        &self,
+        record: JobRecord,
+        expected: u64,
+        event: Option<Arc<Accepted>>,
+    ) -> BoxFuture<'_, Result<u64, AppendError>> {
+        Box::pin(async move {
+            let subject = self.config.job_subject(&record.group, record.job_seq);
+            let payload = record.encode().map_err(encoding_failure)?;
+            let message_id = event.map(|accepted| hex::encode(accepted.event.id));
+            let started = Instant::now();
+            let appended =
+                self.log.append(subject, payload.into(), expected, message_id).await.map_err(append_failure)?;
+            self.metrics.cluster.publish_seconds.observe(started.elapsed().as_secs_f64());
+            self.progress.saw_log_seq(appended.seq);
+            if appended.duplicate {
+                return Err(AppendError::Duplicate);
+            }
+            Ok(appended.seq)
+        })
+    }
+
+    fn latest<'a>(&'a self, group: &'a str, job_seq: u64) -> BoxFuture<'a, Result<Option<Applied>, AppendError>> {
+        Box::pin(async move {
+            let subject = self.config.job_subject(group, job_seq);
+            let last = self.log.last_on(&subject).await.map_err(|error| AppendError::Unavailable(error.to_string()))?;
+            let Some((seq, payload)) = last else { return Ok(None) };
+            let record = JobRecord::decode(&payload)
+                .map_err(|error| AppendError::Unavailable(format!("job record at seq {seq}: {error}")))?;
+            Ok(Some(Applied::Job { seq, record }))
+        })
+    }
+
+    fn applied(&self, seq: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            if !self.progress.wait_applied(seq, APPLY_WAIT).await {
+                return Err(StoreError::Unavailable(format!(
+                    "seq {seq} is in the cluster log but not yet applied on this node"
+                )));
+            }
+            if self.progress.was_duplicate(seq) {
+                return Err(StoreError::Duplicate);
+            }
+            Ok(())
+        })
+    }
+}
+
 /// `/health` of a cluster node whose storage is fine: 200 while connected to NATS, else
 /// 503 (it cannot acknowledge anything); the body names the applied seq and the lag.
 pub fn health(status: &ClusterStatus) -> (u16, String) {
@@ -293,9 +395,7 @@ impl EventStore for ClusterStore {
     ) -> BoxFuture<'_, Result<PendingCommit, StoreError>> {
         let _ = (accepted, done);
         Box::pin(async {
-            Err(StoreError::Storage(
-                "job queues (spec §14: job completions, REQUEUE) are not supported in a cluster yet".into(),
-            ))
+            Err(StoreError::Storage("on a cluster, job states go through the log's job records (JobLog)".into()))
         })
     }
 

@@ -5,7 +5,11 @@
 //! commits it asks for (made before any answer or offer that reports them), and the
 //! dispatcher task that sends offers and wakes on commits, lapses and delays.
 
+mod distributed;
 pub mod queue;
+pub mod shared;
+
+pub use distributed::AppliedRecords;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -44,6 +48,12 @@ pub struct Handle {
 struct Inner {
     engine: Engine<Handle>,
     members: HashMap<(ConnId, Arc<str>), MemberId>,
+    /// On a cluster: per group and job, the log seq of the last record applied here.
+    positions: HashMap<(String, u64), u64>,
+    /// On a cluster: the leases other nodes hold, as their records name them.
+    remote_leases: HashMap<(String, u64), shared::LeaseRecord>,
+    /// On a cluster: jobs whose record this node is appending (not offered meanwhile).
+    busy: std::collections::HashSet<(String, u64)>,
 }
 
 /// The relay's job queues.
@@ -53,6 +63,8 @@ pub struct Jobs {
     /// Held from a REQUEUE's check to its apply, so two re-queues of one job cannot both
     /// commit a fresh start.
     requeues: tokio::sync::Mutex<()>,
+    /// On a cluster: the log the nodes share job states through ([`shared`]).
+    log: std::sync::OnceLock<Arc<dyn shared::JobLog>>,
 }
 
 /// The ERROR 412 `lease-lost:` (or 410) for a refused job frame.
@@ -120,6 +132,16 @@ pub fn check_queue_filters(queue: &QueueSubscribe) -> Result<(), ProtocolError> 
     Ok(())
 }
 
+/// What a queue SUBSCRIBE asks of its group.
+fn member_spec(queue: &QueueSubscribe, conn: ConnId, sub_id: Arc<str>, outbound: Arc<Outbound>) -> MemberSpec<Handle> {
+    MemberSpec {
+        handle: Handle { conn, sub_id, outbound },
+        filters: queue.subscribe.filters.iter().map(CompactFilter::new).collect(),
+        lease_ms: queue.lease_secs.saturating_mul(1000),
+        max_in_flight: queue.max_in_flight as usize,
+    }
+}
+
 /// Decodes a stored job request.
 fn job_of(seq: u64, raw: bytes::Bytes, event: Event) -> Job {
     let expires_at = expires_at(&event).ok().flatten();
@@ -145,10 +167,22 @@ impl Jobs {
     /// No groups yet; jobs die after `max_attempts` offers.
     pub fn new(max_attempts: u64) -> Jobs {
         Jobs {
-            inner: Mutex::new(Inner { engine: Engine::new(max_attempts), members: HashMap::new() }),
+            inner: Mutex::new(Inner {
+                engine: Engine::new(max_attempts),
+                members: HashMap::new(),
+                positions: HashMap::new(),
+                remote_leases: HashMap::new(),
+                busy: std::collections::HashSet::new(),
+            }),
             wake: Notify::new(),
             requeues: tokio::sync::Mutex::new(()),
+            log: std::sync::OnceLock::new(),
         }
+    }
+
+    /// On a cluster: job states go through `log` (call before [`Jobs::load`]).
+    pub fn share(&self, log: Arc<dyn shared::JobLog>) {
+        let _ = self.log.set(log);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -173,7 +207,13 @@ impl Jobs {
                 writes.extend(inner.engine.restore_group(&name, start, rows, now));
             }
         }
-        store.write_jobs(writes).await
+        match self.shared_log() {
+            Some(log) => {
+                self.record_restored(&log, writes).await;
+                Ok(())
+            }
+            None => store.write_jobs(writes).await,
+        }
     }
 
     /// Commit hook: new job requests enter the queues and waiting members are woken.
@@ -202,7 +242,7 @@ impl Jobs {
     /// Queue SUBSCRIBE (bounds already checked): joins the group (creating it, committed,
     /// if new); a subscription with the same `sub_id` is replaced.
     pub async fn subscribe(
-        &self,
+        self: &Arc<Self>,
         store: &Store,
         conn: ConnId,
         queue: QueueSubscribe,
@@ -211,6 +251,10 @@ impl Jobs {
         check_queue_filters(&queue)?;
         let sub_id: Arc<str> = Arc::from(queue.subscribe.sub_id.as_str());
         let start = queue.subscribe.after_seq.unwrap_or(0);
+        if let Some(log) = self.shared_log() {
+            let spec = member_spec(&queue, conn, sub_id.clone(), outbound);
+            return self.join_shared(log, conn, sub_id, spec, &queue.group, start).await;
+        }
         // A new group's queue holds every stored request after its start: load those
         // memory no longer holds (settled in the other groups) first.
         let creating = !self.lock().engine.has_group(&queue.group);
@@ -234,12 +278,7 @@ impl Jobs {
                 Some(old) => inner.engine.leave(old, now),
                 None => Vec::new(),
             };
-            let spec = MemberSpec {
-                handle: Handle { conn, sub_id: sub_id.clone(), outbound },
-                filters: queue.subscribe.filters.iter().map(CompactFilter::new).collect(),
-                lease_ms: queue.lease_secs.saturating_mul(1000),
-                max_in_flight: queue.max_in_flight as usize,
-            };
+            let spec = member_spec(&queue, conn, sub_id.clone(), outbound);
             let (member, joined) = inner.engine.join(&queue.group, start, spec, now);
             inner.members.insert((conn, sub_id), member);
             if creating {
@@ -264,7 +303,12 @@ impl Jobs {
     }
 
     /// Ends one queue subscription (unknown ids are a no-op); its leases end.
-    pub fn unsubscribe(&self, store: &Store, conn: ConnId, sub_id: &str) {
+    pub fn unsubscribe(self: &Arc<Self>, store: &Store, conn: ConnId, sub_id: &str) {
+        if let Some(log) = self.shared_log() {
+            let member = self.lock().members.remove(&(conn, Arc::from(sub_id)));
+            self.leave_shared(log, member.into_iter().collect());
+            return;
+        }
         let now = now_ms();
         let writes = {
             let mut inner = self.lock();
@@ -278,7 +322,17 @@ impl Jobs {
     }
 
     /// Ends every queue subscription of a closed connection.
-    pub fn remove_connection(&self, store: &Store, conn: ConnId) {
+    pub fn remove_connection(self: &Arc<Self>, store: &Store, conn: ConnId) {
+        if let Some(log) = self.shared_log() {
+            let members = {
+                let mut inner = self.lock();
+                let ended: Vec<(ConnId, Arc<str>)> =
+                    inner.members.keys().filter(|(owner, _)| *owner == conn).cloned().collect();
+                ended.into_iter().filter_map(|key| inner.members.remove(&key)).collect()
+            };
+            self.leave_shared(log, members);
+            return;
+        }
         let now = now_ms();
         let writes = {
             let mut inner = self.lock();
@@ -330,6 +384,9 @@ impl Jobs {
 
     /// ACK: commits the job done, then OK `{id: job}`.
     pub async fn ack(self: &Arc<Self>, store: &Store, conn: ConnId, job: JobRef) -> OutFrame {
+        if let Some(log) = self.shared_log() {
+            return self.ack_shared(log, conn, job).await;
+        }
         let completion = match self.reserve(conn, &job) {
             Ok(completion) => completion,
             Err(error) => return job_error_frame(&error, job.job, &job.sub_id),
@@ -394,6 +451,9 @@ impl Jobs {
         accepted: Arc<Accepted>,
         requeue: &Requeue,
     ) -> Result<u64, ProtocolError> {
+        if let Some(log) = self.shared_log() {
+            return self.store_requeue_shared(log, store, accepted, requeue).await;
+        }
         let _one_at_a_time = self.requeues.lock().await;
         if store.contains(accepted.event.id).await.map_err(|error| store_error(&error))? {
             return Err(store_error(&StoreError::Duplicate));
@@ -427,12 +487,15 @@ impl Jobs {
     }
 
     async fn store_completing(
-        &self,
+        self: &Arc<Self>,
         store: &Store,
         conn: ConnId,
         accepted: Arc<Accepted>,
         ack: &JobRef,
     ) -> Result<u64, ProtocolError> {
+        if let Some(log) = self.shared_log() {
+            return self.store_completing_shared(log, store, conn, accepted, ack).await;
+        }
         if store.contains(accepted.event.id).await.map_err(|error| store_error(&error))? {
             return Err(store_error(&StoreError::Duplicate));
         }
@@ -447,7 +510,10 @@ impl Jobs {
     }
 
     /// NACK: the lease ends (committed), the job is offered again after the delay.
-    pub async fn nack(&self, store: &Store, conn: ConnId, nack: Nack) -> OutFrame {
+    pub async fn nack(self: &Arc<Self>, store: &Store, conn: ConnId, nack: Nack) -> OutFrame {
+        if let Some(log) = self.shared_log() {
+            return self.nack_shared(log, conn, nack).await;
+        }
         let Nack { job, delay_secs } = nack;
         let delay_ms = delay_secs.unwrap_or(0).saturating_mul(1000);
         let outcome = match self.member(conn, &job.sub_id) {
@@ -467,7 +533,10 @@ impl Jobs {
     }
 
     /// EXTEND: renews the lease; OK `{id: job, until_ms}`.
-    pub fn extend(&self, conn: ConnId, extend: Extend) -> OutFrame {
+    pub async fn extend(self: &Arc<Self>, conn: ConnId, extend: Extend) -> OutFrame {
+        if let Some(log) = self.shared_log() {
+            return self.extend_shared(log, conn, extend).await;
+        }
         let Extend { job, lease_secs } = extend;
         let lease_ms = lease_secs.map(|secs| secs.saturating_mul(1000));
         let outcome = match self.member(conn, &job.sub_id) {
@@ -553,7 +622,10 @@ impl Jobs {
     /// when a lease lapses or a delay ends, until shutdown.
     pub async fn run(self: Arc<Self>, store: Store, mut shutdown: watch::Receiver<bool>) {
         loop {
-            let deadline = self.dispatch(&store).await;
+            let deadline = match self.shared_log() {
+                Some(log) => self.dispatch_shared(log).await,
+                None => self.dispatch(&store).await,
+            };
             let wait =
                 deadline.map_or(Duration::from_secs(3600), |at| Duration::from_millis(at.saturating_sub(now_ms())));
             tokio::select! {

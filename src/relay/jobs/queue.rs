@@ -25,6 +25,9 @@ use crate::protocol::{Event, EventId};
 /// Identifies one queue subscription.
 pub type MemberId = u64;
 
+/// The holder of a lease another node of a cluster gave (never a local member).
+pub const REMOTE: MemberId = 0;
+
 /// A stored job request.
 #[derive(Debug)]
 pub struct Job {
@@ -81,10 +84,30 @@ pub struct OfferOut<H> {
 pub struct Completion {
     /// The group.
     pub group: String,
+    /// The member completing.
+    pub member: MemberId,
     /// The job's seq.
     pub job_seq: u64,
     /// The row to commit (done).
     pub row: JobRow,
+}
+
+/// One job's state in one group (see [`Engine::snapshot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSnapshot {
+    /// Attempts, done, dead, delay.
+    pub row: JobRow,
+    /// The request's id, if held.
+    pub id: Option<EventId>,
+    /// The current lease: holder ([`REMOTE`] or a member) and end.
+    pub lease: Option<(MemberId, u64)>,
+}
+
+impl JobSnapshot {
+    /// True if `member` holds the current lease.
+    pub fn leased_to(&self, member: MemberId) -> bool {
+        self.lease.is_some_and(|(holder, _)| holder == member)
+    }
 }
 
 /// One group's counts, for metrics and the operator view.
@@ -556,7 +579,7 @@ impl<H: Clone> Engine<H> {
         }
         let mut row = group.row(seq);
         row.done = true;
-        Ok(Completion { group: group.name.clone(), job_seq: seq, row })
+        Ok(Completion { group: group.name.clone(), member, job_seq: seq, row })
     }
 
     /// After the commit of a [`Completion`]: done if `committed`, else the lease goes on
@@ -576,6 +599,9 @@ impl<H: Clone> Engine<H> {
             return writes;
         }
         let Some(lease) = group.leases.get_mut(&seq) else { return writes };
+        if lease.member != completion.member {
+            return writes; // superseded meanwhile (a cluster's other node re-offered it)
+        }
         lease.completing = false;
         let (holder, lapsed) = (lease.member, lease.lapsed);
         if !group.members.contains_key(&holder) {
@@ -710,6 +736,108 @@ impl<H: Clone> Engine<H> {
     /// True if `member` is a member.
     pub fn is_member(&self, member: MemberId) -> bool {
         self.member_group.contains_key(&member)
+    }
+
+    /// The group `member` belongs to.
+    pub fn group_of(&self, member: MemberId) -> Option<&str> {
+        self.member_group.get(&member).map(String::as_str)
+    }
+
+    /// The seq of the held request with id `id`.
+    pub fn job_seq(&self, id: &EventId) -> Option<u64> {
+        self.by_id.get(id).copied()
+    }
+
+    /// Puts held job `seq` into `group`'s queue (if the group may offer it).
+    pub fn add_to_group(&mut self, group: &str, seq: u64, now_ms: u64) {
+        if let Some(group) = self.groups.get_mut(group) {
+            group.add(seq, now_ms);
+        }
+    }
+
+    /// True if the request with seq `seq` is held in memory.
+    pub fn holds_seq(&self, seq: u64) -> bool {
+        self.jobs.contains_key(&seq)
+    }
+
+    /// Creates group `name` (queue after `start`) unless it exists; true if created.
+    pub fn ensure_group(&mut self, name: &str, start: u64, now_ms: u64) -> bool {
+        if self.groups.contains_key(name) {
+            return false;
+        }
+        self.restore_group(name, start, Vec::new(), now_ms);
+        true
+    }
+
+    /// The jobs `member` holds a lease on, by group and seq.
+    pub fn leases_of(&self, member: MemberId) -> Vec<(String, u64)> {
+        let Some(group) = self.member_group.get(&member).and_then(|name| self.groups.get(name)) else {
+            return Vec::new();
+        };
+        group
+            .leases
+            .iter()
+            .filter(|(_, lease)| lease.member == member)
+            .map(|(seq, _)| (group.name.clone(), *seq))
+            .collect()
+    }
+
+    /// Job `seq`'s state in `group`, as a cluster's record carries it.
+    pub fn snapshot(&self, group: &str, seq: u64) -> Option<JobSnapshot> {
+        let group = self.groups.get(group)?;
+        let lease = group.leases.get(&seq).map(|lease| (lease.member, lease.until_ms));
+        Some(JobSnapshot { row: group.row(seq), id: self.jobs.get(&seq).map(|job| job.event.id), lease })
+    }
+
+    /// Sets job `row.job_seq`'s whole state in `row.group` as another node decided it (a
+    /// cluster's record): attempts, done or dead, delay, and the lease (`REMOTE` or a
+    /// local member, until when), replacing what this engine thought.
+    pub fn set_job_state(&mut self, row: &JobRow, lease: Option<(MemberId, u64)>, now_ms: u64) {
+        let Some(group) = self.groups.get_mut(&row.group) else { return };
+        let seq = row.job_seq;
+        group.drop_lease(seq);
+        group.ready.remove(&seq);
+        if let Some(at) = group.not_before.remove(&seq) {
+            group.delayed.remove(&(at, seq));
+        }
+        let before = group.attempts.insert(seq, row.attempts).unwrap_or(0);
+        if row.attempts > before.max(1) {
+            group.redeliveries += row.attempts - before.max(1);
+        }
+        if row.not_before_ms > 0 {
+            group.not_before.insert(seq, row.not_before_ms);
+        }
+        match group.finished.remove(&seq) {
+            Some(Finished::Done) => group.done = group.done.saturating_sub(1),
+            Some(Finished::Dead) => group.dead = group.dead.saturating_sub(1),
+            None => {}
+        }
+        let finished = if row.done {
+            Some(Finished::Done)
+        } else if row.dead {
+            Some(Finished::Dead)
+        } else {
+            None
+        };
+        if let Some(finished) = finished {
+            match finished {
+                Finished::Done => group.done += 1,
+                Finished::Dead => group.dead += 1,
+            }
+            group.finished.insert(seq, finished);
+            group.newly_finished.push(seq);
+            return;
+        }
+        match lease {
+            Some((member, until_ms)) => {
+                group.leases.insert(seq, LeaseState { member, until_ms, lapsed: false, completing: false });
+                group.expiries.insert((until_ms, seq));
+                if let Some(holder) = group.members.get_mut(&member) {
+                    holder.in_flight += 1;
+                }
+            }
+            None => group.add(seq, now_ms),
+        }
     }
 }
 
@@ -893,6 +1021,37 @@ mod tests {
         assert_eq!(engine.held_jobs(), 2, "jobs 2 and 3 are pending in g (before late's start)");
         engine.add_job(job(6), 1);
         assert_eq!(engine.held_jobs(), 3);
+    }
+
+    #[test]
+    fn another_nodes_state_replaces_this_engines_view() {
+        let mut engine = engine(2);
+        let (a, _) = engine.join("g", 0, spec("a", 1), 0);
+        let (offers, _) = engine.offers(0);
+        assert_eq!(offered(&offers), vec![("a", 1, 1)]);
+        let row = |job_seq, attempts, done| JobRow {
+            group: "g".into(),
+            job_seq,
+            attempts,
+            done,
+            dead: false,
+            not_before_ms: 0,
+        };
+        // Another node re-offered job 1 (its lease, until 5000): `a` no longer holds it
+        // and is free for job 2.
+        engine.set_job_state(&row(1, 2, false), Some((REMOTE, 5000)), 10);
+        let id = offers[0].job.event.id;
+        assert!(matches!(engine.complete(a, &id, 11), Err(Refusal::LeaseLost)));
+        let (offers, _) = engine.offers(12);
+        assert_eq!(offered(&offers), vec![("a", 2, 1)]);
+        assert_eq!(engine.counts()[0].1.leased, 2, "one lease here, one on the other node");
+        assert!(engine.offers(13).0.is_empty(), "job 1 is leased elsewhere, a holds job 2");
+        // The other node completed job 1: done here too, never offered again.
+        engine.set_job_state(&row(1, 2, true), None, 14);
+        let counts = &engine.counts()[0].1;
+        assert_eq!((counts.done, counts.pending, counts.leased, counts.redeliveries), (1, 0, 1, 1));
+        assert_eq!(engine.snapshot("g", 1).map(|snapshot| snapshot.row.done), Some(true));
+        assert!(engine.snapshot("g", 2).is_some_and(|snapshot| snapshot.leased_to(a)));
     }
 
     #[test]

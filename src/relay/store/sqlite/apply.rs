@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rusqlite::{params, Connection};
 use tokio::sync::oneshot;
 
-use super::{Accepted, BatchStats, CommitHook, Committed, StoreError, UpstreamCursor};
+use super::{Accepted, BatchStats, CommitHook, Committed, JobWrite, StoreError, UpstreamCursor};
 
 /// Events taken from the log in log order, each with its log seq, and the cursor (the
 /// highest log seq handled, events skipped included) stored with them.
@@ -14,6 +14,8 @@ use super::{Accepted, BatchStats, CommitHook, Committed, StoreError, UpstreamCur
 pub struct LogBatch {
     /// `(seq, event)`, seqs strictly increasing and above every stored seq.
     pub events: Vec<(u64, Arc<Accepted>)>,
+    /// Job-queue changes the log holds among them (a cluster's job records).
+    pub jobs: Vec<JobWrite>,
     /// The log's position after this batch.
     pub cursor: UpstreamCursor,
 }
@@ -78,6 +80,9 @@ fn insert(connection: &mut Connection, batch: &LogBatch) -> Result<Vec<bool>, St
             }
             inserted.push(stored);
         }
+        for write in &batch.jobs {
+            super::jobs::write_one(&transaction, write)?;
+        }
         transaction
             .prepare_cached(
                 "INSERT INTO mirror_state (upstream, last_seq) VALUES (?1, ?2)
@@ -125,10 +130,11 @@ mod tests {
         let hooked = Arc::new(Mutex::new(Vec::new()));
         let store = SqliteStore::open(&dir.path().join("index.db"), Box::new(Recorder(hooked.clone()))).expect("open");
         let (first, second) = (accepted("first"), accepted("second"));
-        let batch = LogBatch { events: vec![(3, first.clone()), (7, second)], cursor: cursor(8) };
+        let batch = LogBatch { events: vec![(3, first.clone()), (7, second)], jobs: Vec::new(), cursor: cursor(8) };
         assert_eq!(store.apply_log(batch).await.expect("apply"), vec![true, true]);
         // The same event again under a later log seq: skipped, the cursor still moves.
-        let batch = LogBatch { events: vec![(9, first), (10, accepted("third"))], cursor: cursor(10) };
+        let batch =
+            LogBatch { events: vec![(9, first), (10, accepted("third"))], jobs: Vec::new(), cursor: cursor(10) };
         assert_eq!(store.apply_log(batch).await.expect("apply"), vec![false, true]);
         assert_eq!(*crate::sync::lock(&hooked), vec![vec![3, 7], vec![10]], "the hook sees what was inserted");
         assert_eq!(store.upstream_cursor("log").expect("cursor"), 10);

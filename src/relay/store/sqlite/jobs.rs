@@ -26,19 +26,25 @@ pub fn write_state(transaction: &Transaction<'_>, row: &JobRow) -> Result<(), St
     Ok(())
 }
 
+/// Writes one change inside `transaction` (a group already there is left as it is).
+pub fn write_one(transaction: &Transaction<'_>, write: &JobWrite) -> Result<(), StoreError> {
+    match write {
+        JobWrite::Group { name, start_seq } => {
+            transaction.execute(
+                "INSERT INTO job_groups (name, start_seq) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                params![name, clamp(*start_seq)],
+            )?;
+        }
+        JobWrite::State(row) => write_state(transaction, row)?,
+    }
+    Ok(())
+}
+
 /// Commits `writes` in one transaction.
 pub fn write(connection: &mut Connection, writes: &[JobWrite]) -> Result<(), StoreError> {
     let transaction = connection.transaction()?;
     for write in writes {
-        match write {
-            JobWrite::Group { name, start_seq } => {
-                transaction.execute(
-                    "INSERT INTO job_groups (name, start_seq) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
-                    params![name, clamp(*start_seq)],
-                )?;
-            }
-            JobWrite::State(row) => write_state(&transaction, row)?,
-        }
+        write_one(&transaction, write)?;
     }
     transaction.commit()?;
     Ok(())
