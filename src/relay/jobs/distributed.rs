@@ -44,8 +44,14 @@ fn record_of(inner: &Inner, node: &str, group: &str, seq: u64) -> Option<(JobRec
 }
 
 /// Applies a record the log holds at `seq`, unless a later record of the job was applied
-/// already. Returns true if applied.
-fn apply_record(inner: &mut Inner, node: &str, seq: u64, record: &JobRecord) -> bool {
+/// already, or (`from_applier` false: an append's answer, a read of the job's last
+/// record) the applier already went past `seq`. Returns true if applied.
+fn apply_record(inner: &mut Inner, node: &str, seq: u64, record: &JobRecord, from_applier: bool) -> bool {
+    if from_applier {
+        inner.applied_through = inner.applied_through.max(seq);
+    } else if seq <= inner.applied_through {
+        return false; // applied in log order already (and a done job's position dropped)
+    }
     let key = (record.group.clone(), record.job_seq);
     let known = inner.positions.entry(key.clone()).or_insert(0);
     if *known >= seq {
@@ -99,7 +105,7 @@ impl Jobs {
     async fn refresh(&self, log: &Arc<dyn JobLog>, group: &str, seq: u64) {
         match log.latest(group, seq).await {
             Ok(Some(Applied::Job { seq: at, record })) => {
-                apply_record(&mut self.lock(), log.node(), at, &record);
+                apply_record(&mut self.lock(), log.node(), at, &record, false);
                 self.wake.notify_one();
             }
             Ok(_) => {}
@@ -128,7 +134,7 @@ impl Jobs {
             self.lock().busy.remove(&(record.group.clone(), record.job_seq));
             match outcome {
                 Ok(seq) => {
-                    apply_record(&mut self.lock(), log.node(), seq, &record);
+                    apply_record(&mut self.lock(), log.node(), seq, &record, false);
                 }
                 Err(AppendError::Unavailable(error)) => {
                     tracing::warn!(group = %record.group, job_seq = record.job_seq, %error, "recording a job state failed")
@@ -258,7 +264,7 @@ impl Jobs {
         self.lock().busy.remove(&(record.group.clone(), record.job_seq));
         match &outcome {
             Ok(seq) => {
-                apply_record(&mut self.lock(), log.node(), *seq, &record);
+                apply_record(&mut self.lock(), log.node(), *seq, &record, false);
             }
             Err(AppendError::Unavailable(_)) => {}
             Err(_) => self.refresh(log, &record.group, record.job_seq).await,
@@ -431,26 +437,29 @@ impl Jobs {
             let rows = store.job_requests(JobRequests::Id(requeue.job)).await.map_err(|error| store_error(&error))?;
             hold_rows(&mut self.lock().engine, rows);
         }
-        let checked = self.lock().engine.requeue_row(&requeue.group, &requeue.job, now_ms());
-        let row = match checked {
-            Ok(row) => row,
-            Err(refusal) => {
-                self.lock().engine.drop_settled_id(&requeue.job);
-                return Err(super::requeue_error(refusal, requeue));
+        // A refused append read the job's last record: judge again once (this node may
+        // not have known the job's last record, e.g. after a restart).
+        for _ in 0..2 {
+            let checked = self.lock().engine.requeue_row(&requeue.group, &requeue.job, now_ms());
+            let row = match checked {
+                Ok(row) => row,
+                Err(refusal) => {
+                    self.lock().engine.drop_settled_id(&requeue.job);
+                    return Err(super::requeue_error(refusal, requeue));
+                }
+            };
+            let Some((mut record, expected)) = self.completion_record(&log, &row) else { break };
+            record.event = Some(serde_bytes::ByteBuf::from(accepted.raw.to_vec()));
+            match self.append_own(&log, record, expected, Some(accepted.clone())).await {
+                Ok(seq) => {
+                    log.applied(seq).await.map_err(|error| store_error(&error))?;
+                    return Ok(seq);
+                }
+                Err(AppendError::Conflict) => continue,
+                Err(error) => return Err(store_error(&error.store_error())),
             }
-        };
-        let Some((mut record, expected)) = self.completion_record(&log, &row) else {
-            return Err(super::requeue_error(super::queue::RequeueRefusal::NotDead, requeue));
-        };
-        record.event = Some(serde_bytes::ByteBuf::from(accepted.raw.to_vec()));
-        match self.append_own(&log, record, expected, Some(accepted)).await {
-            Ok(seq) => {
-                log.applied(seq).await.map_err(|error| store_error(&error))?;
-                Ok(seq)
-            }
-            Err(AppendError::Conflict) => Err(super::requeue_error(super::queue::RequeueRefusal::NotDead, requeue)),
-            Err(error) => Err(store_error(&error.store_error())),
         }
+        Err(super::requeue_error(super::queue::RequeueRefusal::NotDead, requeue))
     }
 
     /// One dispatcher round on a cluster: lapse leases, make every offer possible, append
@@ -506,7 +515,7 @@ impl Jobs {
                 let (member, seq) = (offer.member, offer.job.seq);
                 match outcome {
                     Some((record, Ok(at))) => {
-                        apply_record(&mut inner, log.node(), at, &record);
+                        apply_record(&mut inner, log.node(), at, &record, false);
                     }
                     Some((record, Err(error))) => {
                         inner.engine.withdraw(member, seq, now);
@@ -581,7 +590,7 @@ impl AppliedRecords {
                 }
                 Applied::Job { seq, record } => {
                     let mut inner = self.jobs.lock();
-                    let applied = apply_record(&mut inner, log.node(), seq, &record);
+                    let applied = apply_record(&mut inner, log.node(), seq, &record, true);
                     let key = (record.group.clone(), record.job_seq);
                     if record.done {
                         // The log is applied in order: no older record of it can follow.

@@ -54,6 +54,8 @@ struct Inner {
     remote_leases: HashMap<(String, u64), shared::LeaseRecord>,
     /// On a cluster: jobs whose record this node is appending (not offered meanwhile).
     busy: std::collections::HashSet<(String, u64)>,
+    /// On a cluster: the highest log seq of a record the applier applied here.
+    applied_through: u64,
 }
 
 /// The relay's job queues.
@@ -173,6 +175,7 @@ impl Jobs {
                 positions: HashMap::new(),
                 remote_leases: HashMap::new(),
                 busy: std::collections::HashSet::new(),
+                applied_through: 0,
             }),
             wake: Notify::new(),
             requeues: tokio::sync::Mutex::new(()),
