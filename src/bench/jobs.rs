@@ -23,6 +23,9 @@ use super::{join_tasks, CliResult, Target};
 /// The job-request kind the scenario uses; results are this + 1000.
 const JOB_KIND: u16 = 5000;
 
+/// The kind of the stored event that marks where a run's group starts.
+const MARKER_KIND: u16 = 1000;
+
 /// The shape of a jobs run.
 #[derive(Debug, Clone)]
 pub struct JobsParams {
@@ -58,6 +61,9 @@ pub async fn run(target: &Target, params: &JobsParams) -> CliResult<Report> {
     let jobs = sign_jobs(params.jobs, &keys).await?;
     let clocks: Clocks = Arc::new(Mutex::new(HashMap::with_capacity(jobs.len())));
     let publisher = Client::connect(&relay.url, &relay.relay_url, &keys[0]).await?;
+    // The run's group starts after this marker: on a relay that already holds job
+    // requests (`--url`, or the runs before this one) it queues only this run's jobs.
+    let start = publisher.publish(&start_marker(&keys[0])?).await?;
     if params.prefill {
         publish_all(&publisher, &jobs, &clocks, false).await?;
     }
@@ -73,7 +79,7 @@ pub async fn run(target: &Target, params: &JobsParams) -> CliResult<Report> {
     let mut workers = Vec::with_capacity(params.workers);
     for _ in 0..params.workers {
         let client = Client::connect(&relay.url, &relay.relay_url, &keys[0]).await?;
-        let worker = Worker { group: group.clone(), in_flight: params.in_flight, key: keys[0].clone() };
+        let worker = Worker { group: group.clone(), start, in_flight: params.in_flight, key: keys[0].clone() };
         workers.push(tokio::spawn(worker.run(client, clocks.clone(), progress.clone())));
     }
     if !params.prefill {
@@ -161,9 +167,17 @@ impl Progress {
     }
 }
 
+/// A stored event marking where the run's group starts.
+fn start_marker(key: &SigningKey) -> CliResult<Event> {
+    let content = format!("bench jobs start {}", run_nonce()).into_bytes();
+    Ok(Event::sign(key, crate::relay::unix_now(), MARKER_KIND, content, Vec::new())?)
+}
+
 /// One worker of the group.
 struct Worker {
     group: String,
+    /// The group starts after this seq (None: the beginning of the log).
+    start: Option<u64>,
     in_flight: u64,
     key: SigningKey,
 }
@@ -173,7 +187,8 @@ impl Worker {
     /// job of the run is completed (by any worker); returns each offer's latency (ns).
     async fn run(self, client: Client, clocks: Clocks, progress: Arc<Progress>) -> CliResult<Vec<u64>> {
         let filter = Filter { kinds: Some(vec![JOB_KIND]), ..Filter::default() };
-        let mut offers = client.subscribe_queue("work", &self.group, vec![filter], 60, self.in_flight).await?;
+        let mut offers =
+            client.subscribe_queue_after("work", &self.group, vec![filter], 60, self.in_flight, self.start).await?;
         let client = Arc::new(client);
         let mut all_done = progress.all_done.subscribe();
         let mut latencies = Vec::new();
