@@ -64,8 +64,10 @@ impl Drop for ConnectionGuard {
 /// task, so aborting the task releases the socket.
 pub async fn serve(socket: Socket, state: Arc<RelayState>, peer: SocketAddr) {
     let limits = state.config().limits.clone();
-    let outbound =
-        Arc::new(Outbound::bounded(limits.outbound_queue, limits.outbound_bytes, Some(state.outbound_bytes.clone())));
+    let outbound = Arc::new(
+        Outbound::bounded(limits.outbound_queue, limits.outbound_bytes, Some(state.outbound_bytes.clone()))
+            .watching_socket(socket.get_ref().write_blocked()),
+    );
     let (sink, reader) = socket.split();
     let talking = async {
         converse(reader, state.clone(), outbound.clone(), peer).await;
