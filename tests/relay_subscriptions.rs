@@ -502,3 +502,40 @@ async fn overflow_ends_the_subscription_with_a_resume_point() {
         }
     }
 }
+
+/// The fan-out stage queues a whole commit's events at once, faster than the socket writer
+/// drains them: a subscriber that reads gets every event of a pipelined burst far larger
+/// than its connection's queue, in seq order, instead of an overflow (only a subscriber
+/// whose socket stops taking bytes overflows, as above).
+#[tokio::test]
+async fn a_reading_subscriber_gets_a_burst_larger_than_its_queue() {
+    const EVENTS: usize = 400;
+    let relay = TestRelay::start_with(|config| config.limits.outbound_queue = 4).await;
+    let mut reader = raw_authed(&relay, &bob()).await;
+    let subscribe = Frame::Subscribe(Subscribe {
+        sub_id: "burst".into(),
+        filters: vec![Filter { limit: Some(0), ..kinds(&[1000]) }],
+        after_seq: None,
+    });
+    send_raw(&mut reader, subscribe.encode()).await;
+    assert!(matches!(raw_frame(&mut reader).await, RawItem::Frame(Frame::Eose { .. })));
+    let reading = tokio::spawn(async move {
+        let mut seqs = Vec::new();
+        while seqs.len() < EVENTS {
+            match raw_frame(&mut reader).await {
+                RawItem::Frame(Frame::Event(message)) => seqs.push(message.seq),
+                RawItem::Ping => {}
+                other => panic!("after {} events: {other:?}", seqs.len()),
+            }
+        }
+        seqs
+    });
+    let publisher = relay.connect(&alice()).await;
+    let events: Vec<_> = (0..EVENTS).map(|index| event(&alice(), 1000, &format!("burst {index}"), vec![])).collect();
+    let mut published = Vec::new();
+    for answer in futures_util::future::join_all(events.iter().map(|event| publisher.publish(event))).await {
+        published.push(answer.expect("publish").expect("seq"));
+    }
+    published.sort_unstable();
+    assert_eq!(reading.await.expect("reader"), published);
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use rand::RngCore;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::error::CapacityError;
@@ -18,7 +18,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::connections::ConnId;
 use super::ingest::{admit_valid, check_unsigned, Admitted, Publisher, Rejection};
 use super::outbound::{OutFrame, Outbound};
-use super::pipeline::{stopping, Checked, Pipeline};
+use super::pipeline::{Checked, Pipeline};
 use super::reply::{error_frame, ok_frame, store_error};
 use super::retry;
 use super::rewind::Rewind;
@@ -64,8 +64,10 @@ impl Drop for ConnectionGuard {
 /// task, so aborting the task releases the socket.
 pub async fn serve(socket: Socket, state: Arc<RelayState>, peer: SocketAddr) {
     let limits = state.config().limits.clone();
-    let outbound =
-        Arc::new(Outbound::bounded(limits.outbound_queue, limits.outbound_bytes, Some(state.outbound_bytes.clone())));
+    let outbound = Arc::new(
+        Outbound::bounded(limits.outbound_queue, limits.outbound_bytes, Some(state.outbound_bytes.clone()))
+            .watching_socket(socket.get_ref().write_blocked()),
+    );
     let (sink, reader) = socket.split();
     let talking = async {
         converse(reader, state.clone(), outbound.clone(), peer).await;
@@ -246,22 +248,25 @@ impl Session {
             if *shutdown.borrow() {
                 break Ending::Shutdown;
             }
+            if pipeline.has_gathered() {
+                // Read on while messages are already here; then hand the gathered
+                // publishes to the verifier as one job.
+                if pipeline.gathering() {
+                    if let Some(message) = reader.next().now_or_never() {
+                        match self.on_message(message, &mut pipeline, &mut unanswered).await {
+                            Some(ending) => break ending,
+                            None => continue,
+                        }
+                    }
+                }
+                pipeline.hand_over(&self.state.verifier).await;
+            }
             tokio::select! {
-                message = reader.next(), if !pipeline.is_full() => match message {
-                    None | Some(Ok(Message::Close(_))) => break Ending::Gone,
-                    Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
-                        self.outbound.push_always(OutFrame::Close(close::TOO_BIG, "message too big".into()));
-                        break Ending::Closed;
+                message = reader.next(), if !pipeline.is_full() => {
+                    if let Some(ending) = self.on_message(message, &mut pipeline, &mut unanswered).await {
+                        break ending;
                     }
-                    Some(Err(_)) => break Ending::Gone,
-                    Some(Ok(Message::Binary(bytes))) => self.handle_frame(Bytes::from(bytes), &mut pipeline).await,
-                    Some(Ok(Message::Text(_))) => {
-                        let error = ProtocolError::invalid("text messages are not part of the protocol; send binary MessagePack");
-                        self.outbound.push(error_frame(&error, None)).await;
-                    }
-                    Some(Ok(Message::Pong(_))) => unanswered = 0,
-                    Some(Ok(_)) => {}
-                },
+                }
                 Some(checked) = pipeline.checking.next(), if !pipeline.checking.is_empty() => {
                     self.admit_checked(checked, &mut pipeline).await;
                 }
@@ -280,6 +285,7 @@ impl Session {
                 _ = shutdown.changed() => break Ending::Shutdown,
             }
         };
+        pipeline.hand_over(&self.state.verifier).await;
         if let Ending::Shutdown = ending {
             self.finish(&mut pipeline, true).await;
             self.refuse_buffered(&mut reader).await;
@@ -288,6 +294,32 @@ impl Session {
             // Publishes already read still commit; only their replies are dropped.
             self.finish(&mut pipeline, false).await;
         }
+    }
+
+    /// One message from the socket; `Some` when the connection ends.
+    async fn on_message(
+        &mut self,
+        message: Option<Result<Message, WsError>>,
+        pipeline: &mut Pipeline,
+        unanswered: &mut u32,
+    ) -> Option<Ending> {
+        match message {
+            None | Some(Ok(Message::Close(_))) => return Some(Ending::Gone),
+            Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
+                self.outbound.push_always(OutFrame::Close(close::TOO_BIG, "message too big".into()));
+                return Some(Ending::Closed);
+            }
+            Some(Err(_)) => return Some(Ending::Gone),
+            Some(Ok(Message::Binary(bytes))) => self.handle_frame(Bytes::from(bytes), pipeline).await,
+            Some(Ok(Message::Text(_))) => {
+                let error =
+                    ProtocolError::invalid("text messages are not part of the protocol; send binary MessagePack");
+                self.outbound.push(error_frame(&error, None)).await;
+            }
+            Some(Ok(Message::Pong(_))) => *unanswered = 0,
+            Some(Ok(_)) => {}
+        }
+        None
     }
 
     /// Takes every publish in flight through both stages (they are stored as if the
@@ -333,8 +365,8 @@ impl Session {
             }
         };
         match frame {
-            Frame::Publish { event } => self.check(event, None, pipeline).await,
-            Frame::PublishAck { event, ack } => self.check(event, Some(ack), pipeline).await,
+            Frame::Publish { event } => self.check(event, None, pipeline),
+            Frame::PublishAck { event, ack } => self.check(event, Some(ack), pipeline),
             Frame::Subscribe(subscribe) => self.subscriptions.subscribe(subscribe).await,
             Frame::QueueSubscribe(queue) => self.subscriptions.queue_subscribe(queue).await,
             Frame::Ack(job) => {
@@ -365,16 +397,11 @@ impl Session {
 
     /// PUBLISH (with or without `ack`): validation up to the signature here, then the
     /// signature in the verifier stage; the publish joins the pipeline either way.
-    async fn check(&self, raw: RawEvent, ack: Option<JobRef>, pipeline: &mut Pipeline) {
+    fn check(&self, raw: RawEvent, ack: Option<JobRef>, pipeline: &mut Pipeline) {
         let config = self.state.config();
-        let event = match check_unsigned(&raw, &config.limits) {
-            Ok(event) => event,
-            Err(rejection) => return pipeline.refuse(rejection),
-        };
-        let id = event.id;
-        match self.state.verifier.submit(event).await {
-            Ok(verdict) => pipeline.verify(verdict, id, raw, ack),
-            Err(_) => pipeline.refuse(Rejection { error: stopping(), id: Some(id) }),
+        match check_unsigned(&raw, &config.limits) {
+            Ok(event) => pipeline.verify(event, raw, ack),
+            Err(rejection) => pipeline.refuse(rejection),
         }
     }
 

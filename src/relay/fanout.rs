@@ -13,12 +13,21 @@
 //! Because the mark comes before OK, a client that subscribes after an OK finds that
 //! event in the stored phase. Until the subscription has sent EOSE, live events are held
 //! in its pending buffer.
+//!
+//! A live subscription whose connection queue is full is not ended at once by the fan-out
+//! stage: a commit can hold many events, which the stage queues faster than the socket
+//! writer drains them. While the connection's socket still takes bytes, the stage waits
+//! (without the registry lock, at most [`PATIENCE`]) for the writer to make room; a
+//! subscriber that cannot keep up, whose socket's send buffer is full, is ended with the
+//! overflow ERROR as before ([`Outbound::wait_for_room`]). Deliveries to every
+//! subscription stay in seq order: the stage finishes an event before the next.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -31,6 +40,19 @@ use crate::protocol::frame::{encode_event_frame, ErrorMessage, Frame, Subscribe}
 use crate::protocol::{visible, ErrorCode, Event, Filter, ProtocolError, Viewer};
 
 type SubKey = u64;
+
+/// How long the fan-out stage waits for one event's full queues to make room while their
+/// sockets still take bytes, before it ends those subscriptions anyway.
+pub const PATIENCE: Duration = Duration::from_millis(500);
+
+/// A live delivery that found its connection's queue full while the socket still took
+/// bytes: the fan-out stage waits for room before it gives up on the subscription.
+struct Stuck {
+    key: SubKey,
+    seq: u64,
+    frame: OutFrame,
+    outbound: Arc<Outbound>,
+}
 
 /// Where a subscription is in its life.
 enum Phase {
@@ -187,7 +209,9 @@ impl Registry {
         keys
     }
 
-    fn deliver(&mut self, event: &Event, raw: &Bytes, seq: u64, metrics: &Metrics) {
+    /// Delivers to every matching subscription. With `stuck`, a live subscription whose
+    /// queue is full while its socket still takes bytes is put there instead of ended.
+    fn deliver(&mut self, event: &Event, raw: &Bytes, seq: u64, metrics: &Metrics, mut stuck: Option<&mut Vec<Stuck>>) {
         let mut overflowed = Vec::new();
         for key in self.candidates(event) {
             let Some(subscription) = self.subscriptions.get_mut(&key) else {
@@ -213,11 +237,17 @@ impl Registry {
                 }
                 Phase::Live => {
                     let frame = OutFrame::Binary(encode_event_frame(&subscription.sub_id, seq, raw));
-                    if subscription.outbound.try_push(frame).is_ok() {
-                        subscription.delivered_through = subscription.delivered_through.max(seq);
-                        metrics.deliveries.inc();
-                    } else {
-                        overflowed.push((key, resume_point(subscription, seq)));
+                    match subscription.outbound.try_offer(frame) {
+                        Ok(()) => {
+                            subscription.delivered_through = subscription.delivered_through.max(seq);
+                            metrics.deliveries.inc();
+                        }
+                        Err(frame) => match stuck.as_deref_mut() {
+                            Some(stuck) if subscription.outbound.can_catch_up() => {
+                                stuck.push(Stuck { key, seq, frame, outbound: subscription.outbound.clone() })
+                            }
+                            _ => overflowed.push((key, resume_point(subscription, seq))),
+                        },
                     }
                 }
             }
@@ -405,14 +435,58 @@ impl Fanout {
             self.mark_committed(last.seq); // already marked by the hook; kept for direct callers
         }
         let mut registry = self.lock();
+        let mut stuck = Vec::new();
         for committed in events {
-            registry.deliver(&committed.accepted.event, &committed.accepted.raw, committed.seq, &self.metrics);
+            let (event, raw) = (&committed.accepted.event, &committed.accepted.raw);
+            registry.deliver(event, raw, committed.seq, &self.metrics, Some(&mut stuck));
+            if !stuck.is_empty() {
+                registry = self.catch_up(registry, &mut stuck);
+            }
         }
+    }
+
+    /// Waits, without the registry lock, for the queues of `stuck` to make room, then
+    /// queues their frames; ends a subscription whose socket stopped taking bytes, whose
+    /// connection closed, or that found no room within [`PATIENCE`]. Only the fan-out
+    /// stage's thread calls this (it blocks).
+    fn catch_up<'a>(
+        &'a self,
+        mut registry: MutexGuard<'a, Registry>,
+        stuck: &mut Vec<Stuck>,
+    ) -> MutexGuard<'a, Registry> {
+        let deadline = Instant::now() + PATIENCE;
+        while !stuck.is_empty() {
+            drop(registry);
+            for waiting in stuck.iter() {
+                waiting.outbound.wait_for_room(waiting.frame.weight(), deadline);
+            }
+            registry = self.lock();
+            for Stuck { key, seq, frame, outbound } in std::mem::take(stuck) {
+                let Some(subscription) = registry.subscriptions.get_mut(&key) else {
+                    continue; // ended (or replaced) while the stage waited
+                };
+                match subscription.outbound.try_offer(frame) {
+                    Ok(()) => {
+                        subscription.delivered_through = subscription.delivered_through.max(seq);
+                        self.metrics.deliveries.inc();
+                    }
+                    Err(frame) if outbound.can_catch_up() && Instant::now() < deadline => {
+                        stuck.push(Stuck { key, seq, frame, outbound })
+                    }
+                    Err(_) => {
+                        let resume = resume_point(subscription, seq);
+                        registry.end_with_overflow(key, resume);
+                        self.metrics.overflows.inc();
+                    }
+                }
+            }
+        }
+        registry
     }
 
     /// Delivers an ephemeral event (seq 0) to live subscriptions.
     pub fn dispatch_ephemeral(&self, event: &Event, raw: &Bytes) {
-        self.lock().deliver(event, raw, 0, &self.metrics);
+        self.lock().deliver(event, raw, 0, &self.metrics, None);
     }
 
     /// Number of live subscriptions.

@@ -6,9 +6,19 @@
 //! stored events use [`Outbound::push`], which waits for room (backpressure on the
 //! connection's own requests). Errors and closes use [`Outbound::push_always`]: a few
 //! frames past the bound, so an overflow error can follow the events before it in order.
+//!
+//! A full queue is not by itself a subscriber that cannot keep up: the fan-out stage
+//! delivers a whole commit at once (up to the writer's batch of events), faster than the
+//! socket writer, a task on the busy runtime, drains it. So the fan-out stage asks
+//! [`Outbound::wait_for_room`] before ending a subscription: it waits while the socket
+//! still takes bytes, and gives up at once when the kernel's send buffer is full (the peer
+//! is not reading as fast as the relay writes), when the queue is closed, or at a deadline.
+//! The bounds themselves never move: a queue never holds more than its frames and bytes.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -41,7 +51,13 @@ struct State {
     /// Sum of the queued frames' weights.
     bytes: usize,
     closed: bool,
+    /// Threads blocked in [`Outbound::wait_for_room`].
+    waiting: usize,
 }
+
+/// How often a thread waiting for room looks at the socket again (its send buffer may
+/// fill without the queue changing).
+const RECHECK: Duration = Duration::from_millis(1);
 
 /// The queue: many producers, one socket writer.
 pub struct Outbound {
@@ -52,6 +68,10 @@ pub struct Outbound {
     total: Option<Arc<OutboundBytes>>,
     frame_ready: Notify,
     space_ready: Notify,
+    /// Wakes threads in [`Outbound::wait_for_room`] when a frame leaves.
+    space_freed: Condvar,
+    /// True while the socket's send buffer is full, if this queue feeds a socket.
+    socket_blocked: Option<Arc<AtomicBool>>,
 }
 
 /// The queue is at capacity (or closed).
@@ -68,13 +88,33 @@ impl Outbound {
     /// queued bytes into `total`.
     pub fn bounded(capacity: usize, byte_capacity: usize, total: Option<Arc<OutboundBytes>>) -> Outbound {
         Outbound {
-            state: Mutex::new(State { frames: VecDeque::with_capacity(capacity.min(64)), bytes: 0, closed: false }),
+            state: Mutex::new(State {
+                frames: VecDeque::with_capacity(capacity.min(64)),
+                bytes: 0,
+                closed: false,
+                waiting: 0,
+            }),
             capacity,
             byte_capacity,
             total,
             frame_ready: Notify::new(),
             space_ready: Notify::new(),
+            space_freed: Condvar::new(),
+            socket_blocked: None,
         }
+    }
+
+    /// This queue feeds a socket whose send buffer is full while `blocked` is true
+    /// ([`super::rewind::Rewind::write_blocked`]).
+    pub fn watching_socket(mut self, blocked: Arc<AtomicBool>) -> Outbound {
+        self.socket_blocked = Some(blocked);
+        self
+    }
+
+    /// True while the socket's send buffer is full: the peer is not reading as fast as
+    /// the relay writes.
+    pub fn socket_blocked(&self) -> bool {
+        self.socket_blocked.as_ref().is_some_and(|blocked| blocked.load(Ordering::Relaxed))
     }
 
     /// Adds `frame` to the queue (the caller decided it may go in).
@@ -120,6 +160,42 @@ impl Outbound {
         self.offer(frame).map_err(|_| Full)
     }
 
+    /// Queues `frame` unless the queue is full or closed, handing it back if not.
+    pub fn try_offer(&self, frame: OutFrame) -> Result<(), OutFrame> {
+        self.offer(frame)
+    }
+
+    /// True if the queue may still make room: it is open and its socket takes bytes.
+    pub fn can_catch_up(&self) -> bool {
+        !self.is_closed() && !self.socket_blocked()
+    }
+
+    /// Blocks the calling thread (the fan-out stage's, never a runtime's) until a frame of
+    /// `weight` bytes fits, and returns true. Returns false without waiting longer when the
+    /// queue is closed or its socket's send buffer is full, and at `deadline`.
+    pub fn wait_for_room(&self, weight: usize, deadline: Instant) -> bool {
+        let mut state = crate::sync::lock(&self.state);
+        loop {
+            if state.closed || self.socket_blocked() {
+                return false;
+            }
+            if self.has_room(&state, weight) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            state.waiting += 1;
+            state = self
+                .space_freed
+                .wait_timeout(state, (deadline - now).min(RECHECK))
+                .map(|(state, _)| state)
+                .unwrap_or_else(|poisoned| PoisonError::into_inner(poisoned).0);
+            state.waiting -= 1;
+        }
+    }
+
     /// Queues `frame` even past capacity (errors and closes only; never for events).
     pub fn push_always(&self, frame: OutFrame) {
         let pushed = self.with_state(|state| {
@@ -163,6 +239,9 @@ impl Outbound {
                     // Give back the ring buffer a backlog grew (frames are freed as popped).
                     state.frames.shrink_to(64);
                 }
+                if frame.is_some() && state.waiting > 0 {
+                    self.space_freed.notify_all();
+                }
                 (frame, state.closed)
             });
             if let Some(frame) = frame {
@@ -201,6 +280,7 @@ impl Outbound {
         self.with_state(|state| state.closed = true);
         self.frame_ready.notify_one();
         self.space_ready.notify_waiters();
+        self.space_freed.notify_all();
     }
 
     /// True once [`Outbound::close`] was called.

@@ -1,6 +1,8 @@
 //! The verifier stage (spec §3's signature rule, off the I/O tasks): connections hand it
-//! events whose id already checked out; verifier threads take what is queued, up to
-//! [`MAX_BATCH`] at a time, and answer each event through its own channel.
+//! events whose id already checked out, the publishes a connection read in one go as one
+//! job (one hand-over and one answer per burst, not per event: [`Verifier::submit_all`]);
+//! verifier threads take what is queued, up to [`MAX_BATCH`] events at a time, and answer
+//! each job through its own channel.
 //!
 //! - **Bursts are batched, a lone event is not.** A thread takes one event (waiting for
 //!   it), then whatever else is already queued. One event is checked singly at once, so an
@@ -83,19 +85,20 @@ pub type Verified = (Event, Result<(), SignatureError>);
 #[error("the verifier has stopped")]
 pub struct Stopped;
 
-/// An event handed to the stage and where its verdict goes.
+/// Events one connection handed to the stage together, and where their verdicts go (in
+/// the same order).
 struct Job {
-    event: Event,
-    reply: oneshot::Sender<Verified>,
+    events: Vec<Event>,
+    reply: oneshot::Sender<Vec<Verified>>,
 }
 
 /// The verdict for one event, still to come.
-pub struct PendingVerdict(oneshot::Receiver<Verified>);
+pub struct PendingVerdict(oneshot::Receiver<Vec<Verified>>);
 
 impl PendingVerdict {
     /// Waits for the verdict.
     pub async fn wait(self) -> Result<Verified, Stopped> {
-        self.0.await.map_err(|_| Stopped)
+        self.0.await.ok().and_then(|verdicts| verdicts.into_iter().next()).ok_or(Stopped)
     }
 }
 
@@ -130,8 +133,15 @@ impl Verifier {
     /// Queues `event` (waiting for room) and returns its pending verdict.
     pub async fn submit(&self, event: Event) -> Result<PendingVerdict, Stopped> {
         let (reply, receiver) = oneshot::channel();
-        self.jobs.send(Job { event, reply }).await.map_err(|_| Stopped)?;
+        self.submit_all(vec![event], reply).await?;
         Ok(PendingVerdict(receiver))
+    }
+
+    /// Queues a connection's `events` as one job (waiting for room): one hand-over for a
+    /// burst instead of one per event. `reply` gets their verdicts in the same order; it is
+    /// dropped unanswered if the stage has stopped.
+    pub async fn submit_all(&self, events: Vec<Event>, reply: oneshot::Sender<Vec<Verified>>) -> Result<(), Stopped> {
+        self.jobs.send(Job { events, reply }).await.map_err(|_| Stopped)
     }
 }
 
@@ -142,18 +152,26 @@ fn run(receiver: &Mutex<mpsc::Receiver<Job>>, keys: &KeyCache, metrics: &Metrics
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut pace = Pace::Queued;
     while take(receiver, &mut jobs, pace) {
-        metrics.verify_batch_size.observe(jobs.len() as f64);
         let verdicts = verify(keys, &mut verifier, &jobs);
+        metrics.verify_batch_size.observe(verdicts.len() as f64);
         pace = Pace::after(&verdicts);
-        for (job, verdict) in jobs.drain(..).zip(verdicts) {
-            // A connection that went away no longer wants its answer.
-            let _ = job.reply.send((job.event, verdict));
+        let mut verdicts = verdicts.into_iter();
+        for job in jobs.drain(..) {
+            let answers = job.events.into_iter().zip(verdicts.by_ref()).collect();
+            // A connection that went away no longer wants its answers.
+            let _ = job.reply.send(answers);
         }
     }
 }
 
-/// Fills `jobs` with one job (waiting for it) and more that are already queued (up to
-/// [`MAX_BATCH`], or [`FAILING_BATCH`] at the [`Pace::Failing`] pace), or that arrive
+/// Events in `jobs`.
+fn events_in(jobs: &[Job]) -> usize {
+    jobs.iter().map(|job| job.events.len()).sum()
+}
+
+/// Fills `jobs` with one job (waiting for it) and more that are already queued (until
+/// they hold [`MAX_BATCH`] events, or [`FAILING_BATCH`] at the [`Pace::Failing`] pace: the
+/// last job taken may go past it, by less than one job of [`super::pipeline::GATHER`]), or that arrive
 /// within [`LINGER`] at the [`Pace::Burst`] pace if the burst goes on (the first job was
 /// already waiting). The queue stays locked
 /// meanwhile, so another thread does not take the rest of the batch in small pieces.
@@ -173,30 +191,34 @@ fn take(receiver: &Mutex<mpsc::Receiver<Job>>, jobs: &mut Vec<Job>, pace: Pace) 
     jobs.push(first);
     let deadline = Instant::now() + LINGER;
     let mut before = 0;
+    let mut count = events_in(jobs);
     loop {
-        while jobs.len() < limit {
+        while count < limit {
             match receiver.try_recv() {
-                Ok(job) => jobs.push(job),
+                Ok(job) => {
+                    count += job.events.len();
+                    jobs.push(job);
+                }
                 Err(_) => break,
             }
         }
         // Linger while events keep coming: a step with no new one means the clients are
         // waiting for answers (a pipelined client sends more only as OKs come back).
-        let arriving = jobs.len() > before;
-        if !linger || !arriving || jobs.len() >= limit || Instant::now() >= deadline {
+        let arriving = count > before;
+        if !linger || !arriving || count >= limit || Instant::now() >= deadline {
             return true;
         }
-        before = jobs.len();
+        before = count;
         std::thread::sleep(LINGER_STEP);
     }
 }
 
-/// The verdict for each job, in order: singly for one, else through `verifier`.
+/// The verdict for each event of `jobs`, in order: singly for one, else through `verifier`.
 fn verify(keys: &KeyCache, verifier: &mut BatchVerifier, jobs: &[Job]) -> Vec<Result<(), SignatureError>> {
-    if let [only] = jobs {
-        return vec![keys.verify(&only.event)];
+    let events: Vec<&Event> = jobs.iter().flat_map(|job| &job.events).collect();
+    if let [only] = events[..] {
+        return vec![keys.verify(only)];
     }
-    let events: Vec<&Event> = jobs.iter().map(|job| &job.event).collect();
     keys.verify_batch(verifier, &events)
 }
 
