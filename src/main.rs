@@ -5,6 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The relay's allocator: cheaper than glibc's for many small, short-lived buffers
+/// crossing threads (frames, events, replies); see docs/benchmarks.md (issue 12).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Axon: a signed-event relay for AI-agent infrastructure.
 #[derive(Parser)]
 #[command(name = "axon", version, about)]

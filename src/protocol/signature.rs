@@ -128,6 +128,8 @@ struct Parsed {
     r: EdwardsPoint,
     k: Scalar,
     minus_a: EdwardsPoint,
+    /// The key's bytes: signatures by one author share one `−A` term in a batch.
+    author: [u8; 32],
 }
 
 impl Parsed {
@@ -148,7 +150,7 @@ impl Parsed {
         if r.is_small_order() {
             return Err(SignatureError::SmallOrderR);
         }
-        Ok(Parsed { s, r, k: challenge(r_bytes, &key.bytes, message), minus_a: key.minus_a })
+        Ok(Parsed { s, r, k: challenge(r_bytes, &key.bytes, message), minus_a: key.minus_a, author: key.bytes })
     }
 
     /// Equation 4: `[8]([S]B + [k](−A) − R) = identity`.
@@ -168,18 +170,29 @@ impl Parsed {
 
 /// Equation 4 for all of `batch` at once, with independent random 128-bit z_i:
 /// `[8]([Σ z_i S_i]B + Σ [z_i k_i](−A_i) + Σ [z_i](−R_i)) = identity`, one multiscalar
-/// multiplication of 2n + 1 points.
+/// multiplication. Signatures by one author share its `−A` term (their `z_i k_i` are
+/// summed, the same sum), so a batch of n signatures by m authors multiplies n + m + 1
+/// points, not 2n + 1: a relay's bursts come from few authors (one per connection).
 fn batch_equation_holds(batch: &[&Parsed], rng: &mut impl RngCore) -> bool {
     let mut scalars = Vec::with_capacity(2 * batch.len() + 1);
     let mut points = Vec::with_capacity(2 * batch.len() + 1);
+    // Each author seen so far and the index of its `−A` term.
+    let mut authors: Vec<(&[u8; 32], usize)> = Vec::new();
     let mut b_coefficient = Scalar::ZERO;
     for parsed in batch {
         let mut z_bytes = [0u8; 32];
         rng.fill_bytes(&mut z_bytes[..16]);
         let z = Scalar::from_bytes_mod_order(z_bytes);
         b_coefficient += z * parsed.s;
-        scalars.push(z * parsed.k);
-        points.push(parsed.minus_a);
+        let zk = z * parsed.k;
+        match authors.iter().find(|(author, _)| **author == parsed.author) {
+            Some(&(_, term)) => scalars[term] += zk,
+            None => {
+                authors.push((&parsed.author, scalars.len()));
+                scalars.push(zk);
+                points.push(parsed.minus_a);
+            }
+        }
         scalars.push(z);
         points.push(-parsed.r);
     }
@@ -241,10 +254,12 @@ pub fn verify_batch_prepared(items: &[PreparedSigned<'_>]) -> Vec<Result<(), Sig
 /// A batch verifier that remembers failures: after a batch fails it checks
 /// signatures singly for a while — [`MAX_BATCH`] of them at first, twice as many after
 /// every further failure in a row, up to 64 × [`MAX_BATCH`] — so a stream where bad
-/// signatures keep spoiling batches costs about what single checks cost. Each batch
-/// starts with a single check of its first signature (the probe): if it is bad the rest
-/// of the batch is checked singly too, so a stream of only bad signatures never pays for
-/// a combination at all. Keep one per verifying thread.
+/// signatures keep spoiling batches costs about what single checks cost. Once a batch has
+/// failed, each batch starts with a single check of its first signature (the probe): if it
+/// is bad the rest of the batch is checked singly too and the back-off stays as long, so a
+/// stream of only bad signatures pays for one combination at its start and none after. A
+/// successful batch halves the back-off; while it is 0 (no failure lately) batches are not
+/// probed, so valid traffic pays for no single check. Keep one per verifying thread.
 #[derive(Debug, Clone, Default)]
 pub struct BatchVerifier {
     /// Single checks left before the next batch is tried.
@@ -312,40 +327,57 @@ impl BatchVerifier {
                 *slot = verdict;
             }
         };
-        // Whether a combination was computed and failed: work the single checks could
-        // have saved, which is what the back-off answers.
-        let wasted = match pending.as_slice() {
+        let Some(((probe_index, probe), rest)) = pending.split_first() else {
             // Nothing was batched (e.g. every signature was checked singly while backing
             // off): no news for the back-off either way.
-            [] => return,
-            [(index, only)] => {
-                set(*index, only.verdict());
-                false
-            }
-            [(probe_index, probe), rest @ ..] => {
-                let probe_verdict = probe.verdict();
-                let probe_passed = probe_verdict.is_ok();
-                set(*probe_index, probe_verdict);
-                let batch_passed = probe_passed && {
-                    let batch: Vec<&Parsed> = rest.iter().map(|(_, parsed)| parsed).collect();
-                    batch_equation_holds(&batch, rng)
-                };
-                if !batch_passed {
-                    for (index, parsed) in rest {
-                        set(*index, parsed.verdict());
-                    }
-                }
-                probe_passed && !batch_passed
-            }
+            return;
         };
+        // Probe only after failures (valid traffic pays for no single check), or when the
+        // "batch" is one signature, which a single check settles more cheaply.
+        let mut outcome = Outcome::Passed;
+        let mut unchecked: &[(usize, Parsed)] = pending;
+        if self.backoff > 0 || rest.is_empty() {
+            let verdict = probe.verdict();
+            let passed = verdict.is_ok();
+            set(*probe_index, verdict);
+            unchecked = rest;
+            if !passed {
+                for (index, parsed) in rest {
+                    set(*index, parsed.verdict());
+                }
+                unchecked = &[];
+                outcome = Outcome::ProbeFailed;
+            }
+        }
+        if !unchecked.is_empty() {
+            let batch: Vec<&Parsed> = unchecked.iter().map(|(_, parsed)| parsed).collect();
+            if !batch_equation_holds(&batch, rng) {
+                for (index, parsed) in unchecked {
+                    set(*index, parsed.verdict());
+                }
+                outcome = Outcome::Wasted;
+            }
+        }
         pending.clear();
-        if wasted {
-            self.backoff = (self.backoff * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
-            self.singles_left = self.backoff;
-        } else {
-            self.backoff /= 2;
+        match outcome {
+            Outcome::Wasted => {
+                self.backoff = (self.backoff * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
+                self.singles_left = self.backoff;
+            }
+            Outcome::Passed => self.backoff /= 2,
+            Outcome::ProbeFailed => {}
         }
     }
+}
+
+/// What settling a batch told the back-off.
+enum Outcome {
+    /// Every signature passed.
+    Passed,
+    /// A probe (or a lone signature) failed: bad signatures, found without a combination.
+    ProbeFailed,
+    /// A combination was computed and failed: work single checks could have saved.
+    Wasted,
 }
 
 #[cfg(test)]

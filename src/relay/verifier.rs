@@ -9,14 +9,15 @@
 //!   idle relay's latency does not grow; a burst is checked as one random linear
 //!   combination per [`MAX_BATCH`] ([`BatchVerifier`]), the same verdict for every event.
 //!   While a burst goes on (the previous pass took more than one event) a thread lingers
-//!   up to [`LINGER`] for its batch to fill, as long as events keep arriving: each batch starts with a single check (the
-//!   probe), so batches of a few events cost nearly what single checks cost, and under
-//!   load the events otherwise arrive a few at a time. The linger adds at most
+//!   up to [`LINGER`] for its batch to fill, as long as events keep arriving: a
+//!   combination has a fixed part (the basepoint and each author's key), so batches of a
+//!   few events save little, and under load the events otherwise arrive a few at a time. The linger adds at most
 //!   [`LINGER`] to an OK that already waits for a commit under load, and nothing to an
 //!   idle relay's.
-//! - **Bad signatures cost no more than single checks.** [`BatchVerifier`] probes each
-//!   batch with a single check and backs off to single checks after a failed batch, and a
-//!   batch is at most [`MAX_BATCH`]: a stream of invalid signatures is verified one by one.
+//! - **Bad signatures cost no more than single checks.** [`BatchVerifier`] backs off to
+//!   single checks after a failed batch and then probes each batch with a single check
+//!   until batches pass again, and a batch is at most [`MAX_BATCH`]: a stream of invalid
+//!   signatures is verified one by one.
 //!   After a pass that found a bad signature a thread neither lingers nor takes more than
 //!   [`FAILING_BATCH`], so those refusals are not held back behind a long run of singles.
 //! - **Order.** The stage answers each event separately; a connection keeps its replies in
