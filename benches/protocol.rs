@@ -61,17 +61,26 @@ fn bench_id(c: &mut Criterion) {
     group.finish();
 }
 
+/// Each event's key, decoded once, as the relay's per-author cache does.
+fn decoded_keys(events: &[Event]) -> Vec<VerificationKey> {
+    events.iter().map(|event| VerificationKey::from_bytes(&event.pubkey).expect("valid key")).collect()
+}
+
+/// The events as items for the batch verifier.
+fn prepared<'a>(events: &'a [Event], keys: &'a [VerificationKey]) -> Vec<PreparedSigned<'a>> {
+    events
+        .iter()
+        .zip(keys)
+        .map(|(event, key)| PreparedSigned { key, message: &event.id, signature: &event.sig })
+        .collect()
+}
+
 fn bench_verify(c: &mut Criterion) {
     let events: Vec<Event> = (0..BATCH).map(event).collect();
     let event = events[0].clone();
     // Keys decoded once, as the relay's per-author cache does.
-    let keys: Vec<VerificationKey> =
-        events.iter().map(|event| VerificationKey::from_bytes(&event.pubkey).expect("valid key")).collect();
-    let good: Vec<PreparedSigned> = events
-        .iter()
-        .zip(&keys)
-        .map(|(event, key)| PreparedSigned { key, message: &event.id, signature: &event.sig })
-        .collect();
+    let keys = decoded_keys(&events);
+    let good = prepared(&events, &keys);
     // Bad signatures with valid encodings (canonical S, R and A, neither small-order): each
     // carries the next event's signature, so only the equation fails. This is the attacker's
     // cheapest way to make verification work hardest.
@@ -140,13 +149,8 @@ fn bench_verify(c: &mut Criterion) {
 fn report_verify_ratios(_: &mut Criterion) {
     const ROUNDS: usize = 41;
     let events: Vec<Event> = (0..BATCH).map(event).collect();
-    let keys: Vec<VerificationKey> =
-        events.iter().map(|event| VerificationKey::from_bytes(&event.pubkey).expect("valid key")).collect();
-    let good: Vec<PreparedSigned> = events
-        .iter()
-        .zip(&keys)
-        .map(|(event, key)| PreparedSigned { key, message: &event.id, signature: &event.sig })
-        .collect();
+    let keys = decoded_keys(&events);
+    let good = prepared(&events, &keys);
     let bad: Vec<PreparedSigned> = good
         .iter()
         .enumerate()
@@ -156,13 +160,8 @@ fn report_verify_ratios(_: &mut Criterion) {
     one_bad[BATCH - 1] = bad[BATCH - 1];
     // A relay's bursts: 64 events from 4 connections, one author each.
     let four_events: Vec<Event> = (0..BATCH).map(|index| event_by(index, index % 4)).collect();
-    let four_keys: Vec<VerificationKey> =
-        four_events.iter().map(|event| VerificationKey::from_bytes(&event.pubkey).expect("valid key")).collect();
-    let four_authors: Vec<PreparedSigned> = four_events
-        .iter()
-        .zip(&four_keys)
-        .map(|(event, key)| PreparedSigned { key, message: &event.id, signature: &event.sig })
-        .collect();
+    let four_keys = decoded_keys(&four_events);
+    let four_authors = prepared(&four_events, &four_keys);
     let time = |work: &mut dyn FnMut()| {
         let start = std::time::Instant::now();
         work();
