@@ -11,9 +11,9 @@
 //!   While a burst goes on (the previous pass took more than one event) a thread lingers
 //!   up to [`LINGER`] for its batch to fill, as long as events keep arriving: a
 //!   combination has a fixed part (the basepoint and each author's key), so batches of a
-//!   few events save little, and under load the events otherwise arrive a few at a time. The linger adds at most
-//!   [`LINGER`] to an OK that already waits for a commit under load, and nothing to an
-//!   idle relay's.
+//!   few events save little, and under load the events otherwise arrive a few at a time.
+//!   The linger adds at most [`LINGER`] to an OK that already waits for a commit under
+//!   load, and nothing to an idle relay's.
 //! - **Bad signatures cost no more than single checks.** [`BatchVerifier`] backs off to
 //!   single checks after a failed batch and then probes each batch with a single check
 //!   until batches pass again, and a batch is at most [`MAX_BATCH`]: a stream of invalid
