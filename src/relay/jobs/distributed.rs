@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures_util::future::{join_all, BoxFuture};
 
-use super::queue::{MemberId, Refusal, REMOTE};
+use super::queue::{Completion, MemberId, Refusal, REMOTE};
 use super::shared::{AppendError, Applied, AppliedJobs, JobLog, JobRecord, LeaseRecord};
 use super::{hold_rows, job_error_frame, now_ms, refusal_error, Handle, Inner, Jobs};
 use crate::protocol::admin::Requeue;
@@ -123,26 +123,15 @@ impl Jobs {
             inner.busy.extend(keys);
             records
         };
-        let appends = records.into_iter().map(|(record, expected)| {
-            let log = log.clone();
-            async move {
-                let outcome = log.append(record.clone(), expected, None).await;
-                (record, outcome)
-            }
+        let appends = records.into_iter().map(|(record, expected)| async move {
+            let key = (record.group.clone(), record.job_seq);
+            (key, self.append_own(log, record, expected, None).await)
         });
-        for (record, outcome) in join_all(appends).await {
-            self.lock().busy.remove(&(record.group.clone(), record.job_seq));
-            match outcome {
-                Ok(seq) => {
-                    apply_record(&mut self.lock(), log.node(), seq, &record, false);
-                }
-                Err(AppendError::Unavailable(error)) => {
-                    tracing::warn!(group = %record.group, job_seq = record.job_seq, %error, "recording a job state failed")
-                }
-                Err(_) => self.refresh(log, &record.group, record.job_seq).await,
+        for ((group, job_seq), outcome) in join_all(appends).await {
+            if let Err(AppendError::Unavailable(error)) = outcome {
+                tracing::warn!(%group, job_seq, %error, "recording a job state failed");
             }
         }
-        self.wake.notify_one();
     }
 
     /// [`Jobs::append_keys`] in a task of its own.
@@ -273,21 +262,35 @@ impl Jobs {
         outcome
     }
 
+    /// Reserves the completion of `job` for the member holding it and builds the record
+    /// that completes it (with the log seq it is based on). A 410 ends the lease, which
+    /// the log is told; a job whose record is unknown here is refused as lost.
+    fn reserve_shared(
+        self: &Arc<Self>,
+        log: &Arc<dyn JobLog>,
+        conn: ConnId,
+        job: &JobRef,
+    ) -> Result<(Completion, JobRecord, u64), ProtocolError> {
+        let key = self.key_of(conn, job);
+        let completion = self.reserve(conn, job).inspect_err(|error| {
+            if error.code == ErrorCode::Expired {
+                self.record_refusal(log, Refusal::Expired, key);
+            }
+        })?;
+        match self.completion_record(log, &completion.row) {
+            Some((record, expected)) => Ok((completion, record, expected)),
+            None => {
+                self.lock().engine.finish(&completion, false, now_ms());
+                Err(refusal_error(Refusal::LeaseLost))
+            }
+        }
+    }
+
     /// ACK on a cluster: the job's done record, then OK.
     pub(super) async fn ack_shared(self: &Arc<Self>, log: Arc<dyn JobLog>, conn: ConnId, job: JobRef) -> OutFrame {
-        let key = self.key_of(conn, &job);
-        let completion = match self.reserve(conn, &job) {
-            Ok(completion) => completion,
-            Err(error) => {
-                if error.code == ErrorCode::Expired {
-                    self.record_refusal(&log, Refusal::Expired, key);
-                }
-                return job_error_frame(&error, job.job, &job.sub_id);
-            }
-        };
-        let Some((record, expected)) = self.completion_record(&log, &completion.row) else {
-            self.lock().engine.finish(&completion, false, now_ms());
-            return job_error_frame(&refusal_error(Refusal::LeaseLost), job.job, &job.sub_id);
+        let (completion, record, expected) = match self.reserve_shared(&log, conn, &job) {
+            Ok(reserved) => reserved,
+            Err(error) => return job_error_frame(&error, job.job, &job.sub_id),
         };
         match self.append_own(&log, record, expected, None).await {
             Ok(_) => ok_frame(job.job, None),
@@ -323,20 +326,7 @@ impl Jobs {
         if store.contains(accepted.event.id).await.map_err(|error| store_error(&error))? {
             return Err(store_error(&StoreError::Duplicate));
         }
-        let key = self.key_of(conn, ack);
-        let completion = match self.reserve(conn, ack) {
-            Ok(completion) => completion,
-            Err(error) => {
-                if error.code == ErrorCode::Expired {
-                    self.record_refusal(&log, Refusal::Expired, key);
-                }
-                return Err(error);
-            }
-        };
-        let Some((mut record, expected)) = self.completion_record(&log, &completion.row) else {
-            self.lock().engine.finish(&completion, false, now_ms());
-            return Err(refusal_error(Refusal::LeaseLost));
-        };
+        let (completion, mut record, expected) = self.reserve_shared(&log, conn, ack)?;
         record.event = Some(serde_bytes::ByteBuf::from(accepted.raw.to_vec()));
         match self.append_own(&log, record, expected, Some(accepted)).await {
             Ok(seq) => {

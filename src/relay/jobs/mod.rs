@@ -307,47 +307,35 @@ impl Jobs {
 
     /// Ends one queue subscription (unknown ids are a no-op); its leases end.
     pub fn unsubscribe(self: &Arc<Self>, store: &Store, conn: ConnId, sub_id: &str) {
-        if let Some(log) = self.shared_log() {
-            let member = self.lock().members.remove(&(conn, Arc::from(sub_id)));
-            self.leave_shared(log, member.into_iter().collect());
-            return;
-        }
-        let now = now_ms();
-        let writes = {
-            let mut inner = self.lock();
-            match inner.members.remove(&(conn, Arc::from(sub_id))) {
-                Some(member) => inner.engine.leave(member, now),
-                None => return,
-            }
-        };
-        self.persist_later(store, writes);
-        self.wake.notify_one();
+        let member = self.lock().members.remove(&(conn, Arc::from(sub_id)));
+        self.end_members(store, member.into_iter().collect());
     }
 
     /// Ends every queue subscription of a closed connection.
     pub fn remove_connection(self: &Arc<Self>, store: &Store, conn: ConnId) {
+        let members = {
+            let mut inner = self.lock();
+            let ended: Vec<(ConnId, Arc<str>)> =
+                inner.members.keys().filter(|(owner, _)| *owner == conn).cloned().collect();
+            ended.into_iter().filter_map(|key| inner.members.remove(&key)).collect()
+        };
+        self.end_members(store, members);
+    }
+
+    /// Members leave their groups; their leases end (recorded in the store, or on a
+    /// cluster in the log).
+    fn end_members(self: &Arc<Self>, store: &Store, members: Vec<MemberId>) {
+        if members.is_empty() {
+            return;
+        }
         if let Some(log) = self.shared_log() {
-            let members = {
-                let mut inner = self.lock();
-                let ended: Vec<(ConnId, Arc<str>)> =
-                    inner.members.keys().filter(|(owner, _)| *owner == conn).cloned().collect();
-                ended.into_iter().filter_map(|key| inner.members.remove(&key)).collect()
-            };
             self.leave_shared(log, members);
             return;
         }
         let now = now_ms();
-        let writes = {
+        let writes: Vec<JobWrite> = {
             let mut inner = self.lock();
-            let ended: Vec<(ConnId, Arc<str>)> =
-                inner.members.keys().filter(|(owner, _)| *owner == conn).cloned().collect();
-            let mut writes = Vec::new();
-            for key in ended {
-                if let Some(member) = inner.members.remove(&key) {
-                    writes.extend(inner.engine.leave(member, now));
-                }
-            }
-            writes
+            members.into_iter().flat_map(|member| inner.engine.leave(member, now)).collect()
         };
         self.persist_later(store, writes);
         self.wake.notify_one();
