@@ -53,6 +53,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before anything opens a database: SQLite takes its page cache only before first use.
+    axon_relay::relay::store::sqlite::install_page_cache();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Relay(args) => axon_relay::cli::relay::run(args),

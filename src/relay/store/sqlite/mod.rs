@@ -5,6 +5,7 @@ mod apply;
 mod backup;
 mod checkpoint;
 mod jobs;
+mod page_cache;
 mod query;
 mod schema;
 mod writer;
@@ -25,6 +26,7 @@ use super::{
 pub use apply::{LogBatch, LogReply};
 pub use backup::backup_file;
 pub use jobs::{report as jobs_report, DeadJob, GroupReport};
+pub use page_cache::{install as install_page_cache, skipped_truncations};
 
 /// Events the writer takes per transaction at most.
 pub const MAX_BATCH: usize = 1024;
