@@ -87,7 +87,7 @@ pub fn skipped_truncations() -> u64 {
 }
 
 /// The default cache's methods (always set: the layer is installed only after).
-fn default() -> Option<&'static ffi::sqlite3_pcache_methods2> {
+fn default_methods() -> Option<&'static ffi::sqlite3_pcache_methods2> {
     DEFAULT.get().map(|methods| &methods.0)
 }
 
@@ -99,7 +99,7 @@ unsafe fn cache<'a>(handle: *mut ffi::sqlite3_pcache) -> &'a mut Cache {
 }
 
 unsafe extern "C" fn create(page_size: c_int, extra: c_int, purgeable: c_int) -> *mut ffi::sqlite3_pcache {
-    let Some(create) = default().and_then(|methods| methods.xCreate) else { return ptr::null_mut() };
+    let Some(create) = default_methods().and_then(|methods| methods.xCreate) else { return ptr::null_mut() };
     let inner = create(page_size, extra, purgeable);
     if inner.is_null() {
         return ptr::null_mut();
@@ -110,13 +110,13 @@ unsafe extern "C" fn create(page_size: c_int, extra: c_int, purgeable: c_int) ->
 }
 
 unsafe extern "C" fn cachesize(handle: *mut ffi::sqlite3_pcache, pages: c_int) {
-    if let Some(resize) = default().and_then(|methods| methods.xCachesize) {
+    if let Some(resize) = default_methods().and_then(|methods| methods.xCachesize) {
         resize(cache(handle).inner, pages)
     }
 }
 
 unsafe extern "C" fn pagecount(handle: *mut ffi::sqlite3_pcache) -> c_int {
-    default().and_then(|methods| methods.xPagecount).map_or(0, |count| count(cache(handle).inner))
+    default_methods().and_then(|methods| methods.xPagecount).map_or(0, |count| count(cache(handle).inner))
 }
 
 unsafe extern "C" fn fetch(
@@ -125,7 +125,7 @@ unsafe extern "C" fn fetch(
     create: c_int,
 ) -> *mut ffi::sqlite3_pcache_page {
     let cache = cache(handle);
-    let Some(fetch) = default().and_then(|methods| methods.xFetch) else { return ptr::null_mut() };
+    let Some(fetch) = default_methods().and_then(|methods| methods.xFetch) else { return ptr::null_mut() };
     let page = fetch(cache.inner, key, create);
     if !page.is_null() {
         cache.bound = cache.bound.max(key);
@@ -138,7 +138,7 @@ unsafe extern "C" fn unpin(handle: *mut ffi::sqlite3_pcache, page: *mut ffi::sql
     if discard != 0 && page == cache.parked {
         cache.parked = ptr::null_mut();
     }
-    if let Some(unpin) = default().and_then(|methods| methods.xUnpin) {
+    if let Some(unpin) = default_methods().and_then(|methods| methods.xUnpin) {
         unpin(cache.inner, page, discard)
     }
 }
@@ -158,7 +158,7 @@ unsafe extern "C" fn rekey(
         }
         cache.bound = cache.bound.max(new);
     }
-    if let Some(rekey) = default().and_then(|methods| methods.xRekey) {
+    if let Some(rekey) = default_methods().and_then(|methods| methods.xRekey) {
         rekey(cache.inner, page, old, new)
     }
 }
@@ -169,7 +169,7 @@ unsafe extern "C" fn truncate(handle: *mut ffi::sqlite3_pcache, limit: c_uint) {
         SKIPPED.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    if let Some(truncate) = default().and_then(|methods| methods.xTruncate) {
+    if let Some(truncate) = default_methods().and_then(|methods| methods.xTruncate) {
         truncate(cache.inner, limit)
     }
     cache.bound = cache.bound.min(limit.saturating_sub(1));
@@ -180,13 +180,13 @@ unsafe extern "C" fn truncate(handle: *mut ffi::sqlite3_pcache, limit: c_uint) {
 
 unsafe extern "C" fn destroy(handle: *mut ffi::sqlite3_pcache) {
     let cache = Box::from_raw(handle as *mut Cache);
-    if let Some(destroy) = default().and_then(|methods| methods.xDestroy) {
+    if let Some(destroy) = default_methods().and_then(|methods| methods.xDestroy) {
         destroy(cache.inner)
     }
 }
 
 unsafe extern "C" fn shrink(handle: *mut ffi::sqlite3_pcache) {
-    if let Some(shrink) = default().and_then(|methods| methods.xShrink) {
+    if let Some(shrink) = default_methods().and_then(|methods| methods.xShrink) {
         shrink(cache(handle).inner)
     }
 }
