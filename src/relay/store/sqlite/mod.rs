@@ -8,6 +8,7 @@ mod jobs;
 mod page_cache;
 mod query;
 mod schema;
+mod wal_writes;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ pub use apply::{LogBatch, LogReply};
 pub use backup::backup_file;
 pub use jobs::{report as jobs_report, DeadJob, GroupReport};
 pub use page_cache::{install as install_page_cache, skipped_truncations};
+pub use wal_writes::{vfs_name as wal_vfs_name, wal_write_counts, WalWriteCounts};
 
 /// Events the writer takes per transaction at most.
 pub const MAX_BATCH: usize = 1024;
@@ -86,10 +88,20 @@ pub struct SqliteStore {
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    let connection = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+    let connection = Connection::open_with_flags(path, connection_flags())?;
+    schema::configure(&connection)?;
+    Ok(connection)
+}
+
+fn connection_flags() -> OpenFlags {
+    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+}
+
+/// The writer's connection: through [`wal_writes`] (a transaction's WAL frames reach the
+/// kernel in one write) when SQLite accepted that VFS.
+fn open_writer_connection(path: &Path) -> Result<Connection, StoreError> {
+    let Some(vfs) = wal_writes::vfs_name() else { return open_connection(path) };
+    let connection = Connection::open_with_flags_and_vfs(path, connection_flags(), vfs)?;
     schema::configure(&connection)?;
     Ok(connection)
 }
@@ -98,7 +110,7 @@ impl SqliteStore {
     /// Opens (creating and migrating) the database and starts the writer thread.
     /// `hook` runs on the writer thread after each commit, in seq order, before any OK.
     pub fn open(path: &Path, hook: Box<dyn CommitHook>) -> Result<SqliteStore, StoreError> {
-        let mut connection = open_connection(path)?;
+        let mut connection = open_writer_connection(path)?;
         schema::migrate(&mut connection)?;
         connection.pragma_update(None, "wal_autocheckpoint", 0)?;
         connection.pragma_update(None, "cache_size", -schema::WRITER_CACHE_KIB)?;
