@@ -1,5 +1,5 @@
 //! A VFS for the writer's connection that hands a transaction's WAL frames to the kernel
-//! in one write instead of two per page.
+//! in a few large writes instead of two per page.
 //!
 //! SQLite writes each WAL frame as two `pwrite`s: its 24-byte header, then the page. The
 //! frames are not aligned to the file's 4 KiB pages, so a frame costs two system calls and
@@ -7,15 +7,16 @@
 //! the writer thread's CPU (docs/benchmarks.md, issue 12).
 //!
 //! This VFS wraps the default one and forwards every call, except that on a WAL file it
-//! gathers writes that append new frames and passes them on in one write:
+//! gathers writes that append new frames and passes them on in writes of up to [`CHUNK`]
+//! bytes:
 //!
 //! - **when a commit frame is complete** (its header says the database size after the
 //!   commit, bytes 4–8 non-zero), inside the write that completes it, so an error reaches
 //!   SQLite as the commit's own error, and the commit is on the file before SQLite
 //!   publishes it in the WAL index (its header is written after the frames);
-//! - **before any other call on the WAL file** (read, size, sync, truncate, lock, close,
-//!   a write that is not the next append), so SQLite never sees the file without what it
-//!   wrote;
+//! - **before any other call on the WAL file or its database file** (read, size, sync,
+//!   truncate, lock, close, a write that is not the next append), so SQLite never sees the
+//!   file without what it wrote;
 //! - **before any shared-memory call on the database file** (the WAL index's locks and
 //!   barriers), a backstop: SQLite makes a commit visible to other connections only there;
 //! - when a transaction has gathered [`FLUSH_AT`] bytes.
@@ -404,62 +405,58 @@ unsafe fn gather(shim: *mut Shim, bytes: &[u8], offset: i64) -> Gather {
     }
 }
 
-unsafe extern "C" fn read(file: *mut ffi::sqlite3_file, data: *mut c_void, amount: c_int, offset: i64) -> c_int {
-    let rc = flush_all(file);
+/// Runs `flush` (an error ends the call there), then `call` on the wrapped file.
+unsafe fn flushed_then(
+    file: *mut ffi::sqlite3_file,
+    flush: unsafe fn(*mut ffi::sqlite3_file) -> c_int,
+    call: impl FnOnce(*mut ffi::sqlite3_file, &'static ffi::sqlite3_io_methods) -> c_int,
+) -> c_int {
+    let rc = flush(file);
     if rc != ffi::SQLITE_OK {
         return rc;
     }
     let (real, methods) = real_methods(file);
-    methods.xRead.map_or(ffi::SQLITE_IOERR_READ, |read| read(real, data, amount, offset))
+    call(real, methods)
+}
+
+unsafe extern "C" fn read(file: *mut ffi::sqlite3_file, data: *mut c_void, amount: c_int, offset: i64) -> c_int {
+    flushed_then(file, flush_all, |real, methods| {
+        methods.xRead.map_or(ffi::SQLITE_IOERR_READ, |read| read(real, data, amount, offset))
+    })
 }
 
 unsafe extern "C" fn truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
-    let rc = flush_all(file);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    let shim = file.cast::<Shim>();
-    if let Some(gathered) = (*shim).gathered.as_deref_mut() {
-        gathered.high_water = gathered.high_water.min(size);
-    }
-    let (real, methods) = real_methods(file);
-    methods.xTruncate.map_or(ffi::SQLITE_IOERR_TRUNCATE, |truncate| truncate(real, size))
+    flushed_then(file, flush_all, |real, methods| {
+        // Appends start again at the new end.
+        if let Some(gathered) = (*file.cast::<Shim>()).gathered.as_deref_mut() {
+            gathered.high_water = gathered.high_water.min(size);
+        }
+        methods.xTruncate.map_or(ffi::SQLITE_IOERR_TRUNCATE, |truncate| truncate(real, size))
+    })
 }
 
 unsafe extern "C" fn sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
-    let rc = flush_all(file);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    let (real, methods) = real_methods(file);
-    methods.xSync.map_or(ffi::SQLITE_IOERR_FSYNC, |sync| sync(real, flags))
+    flushed_then(file, flush_all, |real, methods| {
+        methods.xSync.map_or(ffi::SQLITE_IOERR_FSYNC, |sync| sync(real, flags))
+    })
 }
 
 unsafe extern "C" fn file_size(file: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
-    let rc = flush_all(file);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    let (real, methods) = real_methods(file);
-    methods.xFileSize.map_or(ffi::SQLITE_IOERR_FSTAT, |file_size| file_size(real, size))
+    flushed_then(file, flush_all, |real, methods| {
+        methods.xFileSize.map_or(ffi::SQLITE_IOERR_FSTAT, |file_size| file_size(real, size))
+    })
 }
 
 unsafe extern "C" fn lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    let rc = flush_all(file);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    let (real, methods) = real_methods(file);
-    methods.xLock.map_or(ffi::SQLITE_IOERR_LOCK, |lock| lock(real, level))
+    flushed_then(file, flush_all, |real, methods| {
+        methods.xLock.map_or(ffi::SQLITE_IOERR_LOCK, |lock| lock(real, level))
+    })
 }
 
 unsafe extern "C" fn unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    let rc = flush_all(file);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    let (real, methods) = real_methods(file);
-    methods.xUnlock.map_or(ffi::SQLITE_IOERR_UNLOCK, |unlock| unlock(real, level))
+    flushed_then(file, flush_all, |real, methods| {
+        methods.xUnlock.map_or(ffi::SQLITE_IOERR_UNLOCK, |unlock| unlock(real, level))
+    })
 }
 
 unsafe extern "C" fn check_reserved_lock(file: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
@@ -468,12 +465,9 @@ unsafe extern "C" fn check_reserved_lock(file: *mut ffi::sqlite3_file, out: *mut
 }
 
 unsafe extern "C" fn file_control(file: *mut ffi::sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
-    let rc = flush_all(file);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    let (real, methods) = real_methods(file);
-    methods.xFileControl.map_or(ffi::SQLITE_NOTFOUND, |control| control(real, op, arg))
+    flushed_then(file, flush_all, |real, methods| {
+        methods.xFileControl.map_or(ffi::SQLITE_NOTFOUND, |control| control(real, op, arg))
+    })
 }
 
 unsafe extern "C" fn sector_size(file: *mut ffi::sqlite3_file) -> c_int {
@@ -493,27 +487,17 @@ unsafe extern "C" fn shm_map(
     extend: c_int,
     out: *mut *mut c_void,
 ) -> c_int {
-    let rc = flush_before_shm(file);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    let (real, methods) = real_methods(file);
-    match methods.xShmMap {
+    flushed_then(file, flush_before_shm, |real, methods| match methods.xShmMap {
         Some(map) if methods.iVersion >= 2 => map(real, region, size, extend, out),
         _ => ffi::SQLITE_IOERR_SHMMAP,
-    }
+    })
 }
 
 unsafe extern "C" fn shm_lock(file: *mut ffi::sqlite3_file, offset: c_int, count: c_int, flags: c_int) -> c_int {
-    let rc = flush_before_shm(file);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    let (real, methods) = real_methods(file);
-    match methods.xShmLock {
+    flushed_then(file, flush_before_shm, |real, methods| match methods.xShmLock {
         Some(lock) if methods.iVersion >= 2 => lock(real, offset, count, flags),
         _ => ffi::SQLITE_IOERR_SHMLOCK,
-    }
+    })
 }
 
 unsafe extern "C" fn shm_barrier(file: *mut ffi::sqlite3_file) {
@@ -529,30 +513,20 @@ unsafe extern "C" fn shm_barrier(file: *mut ffi::sqlite3_file) {
 }
 
 unsafe extern "C" fn shm_unmap(file: *mut ffi::sqlite3_file, delete: c_int) -> c_int {
-    let rc = flush_before_shm(file);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    let (real, methods) = real_methods(file);
-    match methods.xShmUnmap {
+    flushed_then(file, flush_before_shm, |real, methods| match methods.xShmUnmap {
         Some(unmap) if methods.iVersion >= 2 => unmap(real, delete),
         _ => ffi::SQLITE_OK,
-    }
+    })
 }
 
 unsafe extern "C" fn fetch(file: *mut ffi::sqlite3_file, offset: i64, amount: c_int, out: *mut *mut c_void) -> c_int {
-    let rc = flush_all(file);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    let (real, methods) = real_methods(file);
-    match methods.xFetch {
+    flushed_then(file, flush_all, |real, methods| match methods.xFetch {
         Some(fetch) if methods.iVersion >= 3 => fetch(real, offset, amount, out),
         _ => {
             *out = ptr::null_mut();
             ffi::SQLITE_OK
         }
-    }
+    })
 }
 
 unsafe extern "C" fn unfetch(file: *mut ffi::sqlite3_file, offset: i64, page: *mut c_void) -> c_int {
