@@ -12,7 +12,8 @@ for round in $(seq 1 "$ROUNDS"); do
   for side in A B; do
     relay=$A; [ "$side" = B ] && relay=$B
     out=$("$B" bench "$@" --spawn --relay-bin "$relay" 2>&1)
-    summary=$(grep -E '^(ingest|fanout|query):' <<<"$out" | head -n 1)
+    # With --runs N the last summary is the median of the N runs.
+    summary=$(grep -E '^(median of [0-9]+ runs: )?(ingest|fanout|query):' <<<"$out" | tail -n 1)
     cpu=$(grep -i 'CPU over' <<<"$out" | head -n 1 | sed 's/^ *//')
     echo "round $round $side | $summary | $cpu"
   done
