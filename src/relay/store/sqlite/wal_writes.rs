@@ -92,7 +92,7 @@ pub fn vfs_name() -> Option<&'static str> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     // SAFETY: `register` only reads the default VFS and hands SQLite a leaked copy.
     let registered = *REGISTERED.get_or_init(|| unsafe { register() });
-    registered.then_some("axon-wal-writes")
+    registered.then(|| NAME.to_str().ok()).flatten()
 }
 
 /// Where the wrapped file sits in the memory SQLite gives [`open`]: after a [`Shim`],
