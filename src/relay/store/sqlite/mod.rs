@@ -87,21 +87,24 @@ pub struct SqliteStore {
     _checkpoints: std::sync::mpsc::Sender<()>,
 }
 
-fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    let connection = Connection::open_with_flags(path, connection_flags())?;
-    schema::configure(&connection)?;
-    Ok(connection)
-}
+/// How every connection opens the database file.
+const OPEN_FLAGS: OpenFlags =
+    OpenFlags::SQLITE_OPEN_READ_WRITE.union(OpenFlags::SQLITE_OPEN_CREATE).union(OpenFlags::SQLITE_OPEN_NO_MUTEX);
 
-fn connection_flags() -> OpenFlags {
-    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    configured(Connection::open_with_flags(path, OPEN_FLAGS)?)
 }
 
 /// The writer's connection: through [`wal_writes`] (a transaction's WAL frames reach the
-/// kernel in one write) when SQLite accepted that VFS.
+/// kernel in a few large writes) when SQLite accepted that VFS.
 fn open_writer_connection(path: &Path) -> Result<Connection, StoreError> {
-    let Some(vfs) = wal_writes::vfs_name() else { return open_connection(path) };
-    let connection = Connection::open_with_flags_and_vfs(path, connection_flags(), vfs)?;
+    match wal_writes::vfs_name() {
+        Some(vfs) => configured(Connection::open_with_flags_and_vfs(path, OPEN_FLAGS, vfs)?),
+        None => open_connection(path),
+    }
+}
+
+fn configured(connection: Connection) -> Result<Connection, StoreError> {
     schema::configure(&connection)?;
     Ok(connection)
 }

@@ -328,9 +328,12 @@ unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
 
 unsafe extern "C" fn write(file: *mut ffi::sqlite3_file, data: *const c_void, amount: c_int, offset: i64) -> c_int {
     let shim = file.cast::<Shim>();
+    let write_through = |real: *mut ffi::sqlite3_file, methods: &ffi::sqlite3_io_methods| {
+        methods.xWrite.map_or(ffi::SQLITE_IOERR_WRITE, |write| write(real, data, amount, offset))
+    };
     if (*shim).gathered.is_none() {
         let (real, methods) = real_methods(file);
-        return methods.xWrite.map_or(ffi::SQLITE_IOERR_WRITE, |write| write(real, data, amount, offset));
+        return write_through(real, methods);
     }
     RECEIVED.fetch_add(1, Ordering::Relaxed);
     let bytes = std::slice::from_raw_parts(data.cast::<u8>(), usize::try_from(amount).unwrap_or(0));
@@ -341,15 +344,10 @@ unsafe extern "C" fn write(file: *mut ffi::sqlite3_file, data: *const c_void, am
             flush(shim)
         }
         Gather::Full => flush(shim),
-        Gather::PassOn => {
-            let rc = flush(shim);
-            if rc != ffi::SQLITE_OK {
-                return rc;
-            }
-            let (real, methods) = real_methods(file);
+        Gather::PassOn => flushed_then(file, flush_all, |real, methods| {
             PASSED_ON.fetch_add(1, Ordering::Relaxed);
-            methods.xWrite.map_or(ffi::SQLITE_IOERR_WRITE, |write| write(real, data, amount, offset))
-        }
+            write_through(real, methods)
+        }),
     }
 }
 
